@@ -1,0 +1,373 @@
+"""pnl: the idempotent daily portfolio P&L batch.
+
+This module only parses arguments, runs the async work, renders text or
+--json, and maps errors to exit codes. The work lives in pnl/ and sql/.
+
+Exit codes: 0 done (including "everything was already done"); 1 some
+portfolios failed, or an operational error (database unreachable, migration
+refused, schema not current); 2 bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+
+from pnl import __version__, batch, migrate, status
+from pnl.db import DbSettings, check_dsn, connect_pool, redact
+from pnl.errors import BadInput, PnlError
+
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------- parameters
+class DateParam(click.ParamType):
+    """YYYY-MM-DD, or `today` / `yesterday` (the machine's local date)."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> date:
+        if isinstance(value, date):
+            return value
+        text = str(value).strip().lower()
+        if text == "today":
+            return date.today()
+        if text == "yesterday":
+            return date.today() - timedelta(days=1)
+        try:
+            return datetime.strptime(text, "%Y-%m-%d").date()
+        except ValueError:
+            self.fail(f"{value!r} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
+
+
+class DurationParam(click.ParamType):
+    """A duration such as 90s, 30m, 24h or 2d."""
+
+    name = "DURATION"
+    _units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(value).lower())
+        if not m or int(m.group(1)) == 0:
+            self.fail(f"{value!r} is not a duration: use a positive number with s, m, h or d (90s, 30m, 24h)",
+                      param, ctx)
+        return timedelta(**{self._units[m.group(2)]: int(m.group(1))})
+
+
+DATE = DateParam()
+DURATION = DurationParam()
+
+
+# ---------------------------------------------------------------- plumbing
+@dataclass(frozen=True)
+class Context:
+    dsn: str | None
+    statement_timeout_ms: int
+
+
+def _fail(message: str, code: int) -> click.ClickException:
+    exc = click.ClickException(message)
+    exc.exit_code = code
+    return exc
+
+
+def run_async(work: Awaitable[T]) -> T:
+    """asyncio.run, with domain and driver errors turned into one-line exits."""
+    try:
+        return asyncio.run(work)
+    except BadInput as exc:
+        raise _fail(str(exc), 2) from None
+    except PnlError as exc:
+        raise _fail(str(exc), 1) from None
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _fail(f"database error: {first}", 1) from None
+
+
+def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_schema: bool = True) -> T:
+    """Open a pool on the DSN, check the schema is current, run fn(pool)."""
+
+    async def go() -> T:
+        settings = DbSettings(dsn=check_dsn(ctx.dsn), statement_timeout_ms=ctx.statement_timeout_ms)
+        async with connect_pool(settings) as pool:
+            if require_schema:
+                async with pool.acquire() as conn:
+                    await migrate.require_current(conn)
+            return await fn(pool)
+
+    return run_async(go())
+
+
+def emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, default=str, sort_keys=False))
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of text.")(f)
+
+
+def confirm_or_refuse(yes: bool, question: str) -> None:
+    """Ask on a terminal; without one (cron), refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise _fail(f"{question} Refusing without --yes: there is no terminal to confirm on.", 1)
+    if not click.confirm(question, default=False, err=True):
+        raise _fail("aborted; nothing was changed", 1)
+
+
+class Progress:
+    """A progress bar on stderr when it is a terminal; silent otherwise (cron)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.label, self.enabled = label, enabled and sys.stderr.isatty()
+        self.bar: Any = None
+        self.shown = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr)
+            self.bar.__enter__()
+        self.bar.update(done - self.shown)
+        self.shown = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+# ---------------------------------------------------------------- commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="pnl")
+@click.option("--dsn", envvar="DATABASE_URL", metavar="URL", show_envvar=True,
+              help="PostgreSQL URL, e.g. postgresql://pnl@db:5432/pnl. Never printed with its password.")
+@click.option("--statement-timeout", type=DURATION, default="5m", show_default=True,
+              help="Abort any single SQL statement that runs longer than this.")
+@click.pass_context
+def cli(ctx: click.Context, dsn: str | None, statement_timeout: timedelta) -> None:
+    """pnl: the daily portfolio P&L batch that applies each day exactly once.
+
+    Run it as often, as concurrently and as badly interrupted as you like: each
+    (portfolio, date) is claimed atomically by a unique constraint, equity is
+    set from the previous complete snapshot (never incremented), and a re-run
+    of a finished date changes nothing.
+
+    \b
+    First time:   pnl --dsn URL migrate
+    Every day:    pnl batch run --date yesterday        (cron-safe)
+    Look:         pnl status
+    """
+    ctx.obj = Context(dsn=dsn, statement_timeout_ms=int(statement_timeout.total_seconds() * 1000))
+
+
+@cli.command("migrate")
+@click.option("--to", "to", metavar="ID",
+              help="Apply pending migrations up to and including ID (a prefix like 0003 works).")
+@click.option("--baseline", is_flag=True,
+              help="Adopt a legacy database that already has the tables: "
+                   "mark 0001_baseline applied without running it.")
+@json_option
+@click.pass_obj
+def migrate_cmd(ctx: Context, to: str | None, baseline: bool, as_json: bool) -> None:
+    """Apply pending schema migrations (from migrations/, in order).
+
+    Stops at the first migration that refuses, with its message: on a legacy
+    database with duplicate snapshots the idempotency pre-check refuses and
+    changes nothing; run `pnl dedupe`, then migrate again.
+    """
+    dsn = _dsn_or_fail(ctx)
+    try:
+        applied = migrate.apply(dsn, to=to, baseline=baseline)
+    except BadInput as exc:
+        raise _fail(str(exc), 2) from None
+    except PnlError as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        emit_json({"applied": applied})
+    elif applied:
+        click.echo(f"applied {len(applied)} migration(s): {', '.join(applied)}")
+    else:
+        click.echo("nothing to apply: the schema is current" if not to else f"nothing to apply up to {to}")
+
+
+@cli.command("rollback")
+@click.option("--to", "to", metavar="ID", help="Keep ID and everything before it; roll back the rest.")
+@click.option("--all", "all_", is_flag=True, help="Roll back every migration (drops all pnl tables and data).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@json_option
+@click.pass_obj
+def rollback_cmd(ctx: Context, to: str | None, all_: bool, yes: bool, as_json: bool) -> None:
+    """Roll back applied migrations that come after --to ID (newest first).
+
+    Each migration's .rollback.sql runs; read it first: rolling back the
+    baseline drops the tables and their data.
+    """
+    if bool(to) == all_:
+        raise click.UsageError("give exactly one of --to ID or --all")
+    dsn = _dsn_or_fail(ctx)
+    try:
+        target = migrate.resolve_id(to) if to else None
+    except BadInput as exc:
+        raise _fail(str(exc), 2) from None
+    confirm_or_refuse(yes, f"Roll back every migration after {target}?" if target else "Roll back ALL migrations?")
+    try:
+        undone = migrate.rollback(dsn, target)
+    except PnlError as exc:
+        raise _fail(str(exc), 1) from None
+    if as_json:
+        emit_json({"rolled_back": undone})
+    else:
+        click.echo(f"rolled back {len(undone)} migration(s): {', '.join(undone)}" if undone else "nothing to roll back")
+
+
+@cli.command("status")
+@click.option("--runs", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="How many recent runs to show.")
+@json_option
+@click.pass_obj
+def status_cmd(ctx: Context, runs: int, as_json: bool) -> None:
+    """Show applied/pending migrations, recent batch runs and unfinished claims."""
+    st = with_pool(ctx, lambda pool: status.collect(pool, runs), require_schema=False)
+    if as_json:
+        emit_json({"database": redact(ctx.dsn or ""), **st.to_json()})
+        return
+    n_applied = sum(m.applied for m in st.migrations)
+    state = "current" if st.current else "PENDING: run `pnl migrate`"
+    click.echo(f"database  {redact(ctx.dsn or '')}")
+    click.echo(f"schema    {n_applied}/{len(st.migrations)} migrations applied ({state})")
+    for m in st.migrations:
+        when = m.applied_at.strftime("%Y-%m-%d %H:%M") if m.applied_at else "pending"
+        click.echo(f"  [{'x' if m.applied else ' '}] {m.id:<40} {when}")
+    click.echo("recent runs" + ("" if st.runs else "  none"))
+    for r in st.runs:
+        flag = " STALE (no heartbeat: process gone?)" if r["stale"] else ""
+        click.echo(
+            f"  #{r['id']:<5} {r['run_date']}  {r['status']:<11} processed {r['processed']}, "
+            f"skipped {r['skipped']}, failed {r['failed']}, reclaimed {r['reclaimed']}, lost {r['lost']}  "
+            f"{r['started_at'][:19]}  {r['host']}:{r['pid']}{flag}"
+        )
+    click.echo("unfinished claims" + ("" if st.claims else "  none"))
+    for c in st.claims:
+        click.echo(
+            f"  {c['snapshot_date']}  run #{c['batch_run_id']}: {c['claims']} claim(s), "
+            f"{c['expired']} with an expired lease (taken over by the next run)"
+        )
+
+
+@cli.group("batch")
+def batch_group() -> None:
+    """Run the daily P&L batch (safe to repeat and to run concurrently)."""
+
+
+def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta) -> batch.BatchOptions:
+    pause = os.environ.get("PNL_TEST_PAUSE_AFTER_CLAIM", "")
+    return batch.BatchOptions(
+        portfolio_ids=tuple(sorted(set(portfolio))) or None,
+        chunk_size=chunk_size,
+        lease=lease,
+        pause_after_claim_s=float(pause) if pause else 0.0,
+    )
+
+
+def batch_common(f: Callable) -> Callable:
+    f = click.option("--lease", type=DURATION, default="15m", show_default=True,
+                     help="How long a claim stays ours; a run that dies is taken over after this.")(f)
+    f = click.option("--chunk-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+                     help="Portfolios per claim/compute/finalize round trip.")(f)
+    f = click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
+                     help="Only this portfolio (repeatable). Default: all portfolios.")(f)
+    return json_option(f)
+
+
+def _render_run(r: batch.RunResult) -> None:
+    click.echo(
+        f"run #{r.run_id} {r.date}: {r.status}: processed {r.processed}, skipped {r.skipped}, "
+        f"failed {r.failed}, reclaimed {r.reclaimed}, lost {r.lost} of {r.total} ({r.seconds:.2f}s)"
+    )
+    for f in r.failures[:20]:
+        click.echo(f"  portfolio {f.portfolio_id}: {f.reason}", err=True)
+    if len(r.failures) > 20:
+        click.echo(f"  ... and {len(r.failures) - 20} more (all in batch_runs.failures, run #{r.run_id})", err=True)
+
+
+@batch_group.command("run")
+@click.option("--date", "day", type=DATE, required=True, help="The snapshot date (YYYY-MM-DD, today, yesterday).")
+@batch_common
+@click.pass_obj
+def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_size: int,
+                  lease: timedelta, as_json: bool) -> None:
+    """Compute and store every portfolio's P&L snapshot for --date, exactly once.
+
+    Each portfolio's slot is claimed first (INSERT ... ON CONFLICT DO NOTHING);
+    a slot that is already done or owned by another run is skipped, untouched.
+    Exits 0 when every portfolio is done (also when all were already done),
+    1 when some failed (reported; their claims are released for a later run).
+    """
+    opts = _batch_options(portfolio, chunk_size, lease)
+    progress = Progress(f"batch {day}", enabled=not as_json)
+    try:
+        result = with_pool(ctx, lambda pool: batch.run_batch(pool, day, opts, on_progress=progress))
+    finally:
+        progress.close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _render_run(result)
+    sys.exit(0 if result.status == "succeeded" else 1)
+
+
+@batch_group.command("backfill")
+@click.option("--from", "first", type=DATE, required=True, help="First date (inclusive).")
+@click.option("--to", "last", type=DATE, required=True, help="Last date (inclusive).")
+@batch_common
+@click.pass_obj
+def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[int, ...], chunk_size: int,
+                       lease: timedelta, as_json: bool) -> None:
+    """Run the batch for each date in [--from, --to] that has prices, in order.
+
+    Dates already done are skipped cheaply. Stops after the first date on which
+    a portfolio failed: later dates would otherwise be computed across the gap.
+    """
+    if last < first:
+        raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
+    opts = _batch_options(portfolio, chunk_size, lease)
+    on_date = None if as_json else _render_run
+    results, stopped_at = with_pool(ctx, lambda pool: batch.backfill(pool, first, last, opts, on_date=on_date))
+    if as_json:
+        emit_json({"from": first.isoformat(), "to": last.isoformat(), "dates": len(results),
+                   "stopped_at": stopped_at.isoformat() if stopped_at else None,
+                   "runs": [r.to_json() for r in results]})
+    elif not results:
+        click.echo(f"no price dates between {first} and {last}: nothing to run")
+    elif stopped_at:
+        click.echo(f"stopped at {stopped_at}: fix the failures above, then run the backfill again", err=True)
+    sys.exit(1 if stopped_at else 0)
+
+
+def _dsn_or_fail(ctx: Context) -> str:
+    try:
+        return check_dsn(ctx.dsn)
+    except BadInput as exc:
+        raise _fail(str(exc), 2) from None
+
+
+def main() -> None:
+    cli(prog_name="pnl")
+
+
+if __name__ == "__main__":
+    main()

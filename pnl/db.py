@@ -1,0 +1,104 @@
+"""Connections, in one place: DSN handling, pool creation, error translation.
+
+Credentials never leave this module in a message: every error names the
+database by `redact(dsn)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from pnl.errors import BadInput, DatabaseUnavailable
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class DbSettings:
+    dsn: str
+    statement_timeout_ms: int = 300_000
+    application_name: str = "pnl"
+
+
+def check_dsn(dsn: str | None) -> str:
+    """Validate a DSN given by --dsn or DATABASE_URL; raise BadInput if unusable."""
+    if not dsn:
+        raise BadInput(
+            "no database: pass --dsn postgresql://USER@HOST:PORT/DB or set DATABASE_URL"
+        )
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise BadInput(
+            f"--dsn must be a postgresql:// URL, got {redact(dsn)!r}"
+        )
+    return dsn
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password replaced by ***: safe to print or log."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return "<unparseable dsn>"
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+def yoyo_uri(dsn: str) -> str:
+    """yoyo names its psycopg 3 backend by URL scheme."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    if isinstance(exc, asyncpg.InvalidPasswordError):
+        return "authentication failed (wrong user or password)"
+    if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        return f"not authorized: {exc}"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return f"{exc}"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is PostgreSQL running and listening there?)"
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no answer within {CONNECT_TIMEOUT_S:.0f}s"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@asynccontextmanager
+async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool; connection failures become DatabaseUnavailable."""
+    try:
+        pool = await asyncpg.create_pool(
+            settings.dsn,
+            min_size=1,
+            max_size=max_size,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=None,
+            server_settings={
+                "application_name": settings.application_name,
+                "statement_timeout": str(settings.statement_timeout_ms),
+                "lock_timeout": "30000",
+            },
+        )
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to {redact(settings.dsn)}: {describe_connect_error(exc)}"
+        ) from None
+    try:
+        yield pool
+    finally:
+        await pool.close()

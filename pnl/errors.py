@@ -1,0 +1,22 @@
+"""Domain errors. Everything below cli.py raises these; cli.py maps them to
+one line on stderr and an exit code. Messages never contain credentials."""
+
+
+class PnlError(Exception):
+    """An operational failure the user can act on (exit code 1)."""
+
+
+class DatabaseUnavailable(PnlError):
+    """The database cannot be reached or refused our credentials."""
+
+
+class SchemaNotReady(PnlError):
+    """Migrations are pending: the command would run against the wrong schema."""
+
+
+class MigrationRefused(PnlError):
+    """A migration refused to run (for example the duplicate pre-check)."""
+
+
+class BadInput(PnlError):
+    """The request names something that does not exist (exit code 2)."""

@@ -1,0 +1,136 @@
+"""A private PostgreSQL server in a directory: initdb, start, stop.
+
+Used by the test suite (and by anything that needs a throwaway server). It runs
+the machine's PostgreSQL binaries; PostgreSQL refuses to run as root, so when
+we are root the server runs as an unprivileged account (`postgres` if it
+exists, else `nobody`) through runuser, and owns its data directory.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pnl.errors import PnlError
+
+
+def find_bindir() -> Path:
+    """Directory holding initdb/pg_ctl/postgres: $PNL_PG_BINDIR, else the
+    newest /usr/lib/postgresql/*/bin, else whatever is on PATH."""
+    env = os.environ.get("PNL_PG_BINDIR")
+    candidates = [Path(env)] if env else []
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    candidates += [Path(p) for p in versions]
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for c in candidates:
+        if (c / "pg_ctl").exists() and (c / "initdb").exists():
+            return c
+    raise PnlError(
+        "no PostgreSQL server binaries found (looked in $PNL_PG_BINDIR, /usr/lib/postgresql/*/bin, PATH); "
+        "install the postgresql package"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _service_user() -> str | None:
+    """The account the server runs as when we are root (None: ourselves)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise PnlError("running as root, and no 'postgres' or 'nobody' account to run PostgreSQL as")
+
+
+@dataclass
+class LocalServer:
+    data_dir: Path
+    port: int
+    user: str = "postgres"
+    password: str = "postgres"
+    host: str = "127.0.0.1"
+    bindir: Path | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/postgres"
+
+    def dsn_for(self, dbname: str) -> str:
+        return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
+
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess:
+        bindir = self.bindir or find_bindir()
+        cmd = [str(bindir / args[0]), *args[1:]]
+        runas = _service_user()
+        if runas:
+            cmd = ["runuser", "-u", runas, "--", *cmd]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
+        if proc.returncode != 0:
+            raise PnlError(f"{args[0]} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    def _chown(self, path: Path) -> None:
+        runas = _service_user()
+        if runas:
+            entry = pwd.getpwnam(runas)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._chown(self.data_dir)
+        fd, pwfile = tempfile.mkstemp(prefix="pnl-pw-")
+        try:
+            os.write(fd, (self.password + "\n").encode())
+            os.close(fd)
+            self._chown(Path(pwfile))
+            self._run([
+                "initdb", "-D", str(self.data_dir), "-U", self.user, f"--pwfile={pwfile}",
+                "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync",
+            ])
+        finally:
+            os.unlink(pwfile)
+
+    def start(self, extra_settings: dict[str, str] | None = None) -> None:
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": self.host,
+            "unix_socket_directories": str(self.data_dir),
+            "max_connections": "200",
+            **(extra_settings or {}),
+        }
+        opts = " ".join(f"-c {k}={v}" for k, v in settings.items())
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
+                   "-o", opts, "-w", "-t", "60", "start"])
+
+    def stop(self) -> None:
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+
+
+def throwaway_dir(prefix: str = "pnl-pg-") -> Path:
+    """A fresh directory the server account can reach (/tmp is world-traversable;
+    pytest's per-user temp root is not)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,157 @@
+"""Schema migrations through yoyo's Python API (sync, psycopg 3 driver).
+
+The migration files in migrations/ are the DBA-readable source of truth; this
+module applies them in order, stops at the first refusal with the migration's
+own message (for example the duplicate-snapshot pre-check), and tells every
+other command whether the schema is current.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+import psycopg
+from yoyo import get_backend, read_migrations
+from yoyo.backends.base import DatabaseBackend
+from yoyo.migrations import MigrationList
+
+from pnl import MIGRATIONS_DIR
+from pnl.db import redact, yoyo_uri
+from pnl.errors import BadInput, DatabaseUnavailable, MigrationRefused, SchemaNotReady
+from pnl.queries import sql
+
+BASELINE_ID = "0001_baseline"
+LOCK_TIMEOUT_S = 30
+
+logging.getLogger("yoyo").setLevel(logging.WARNING)
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    id: str
+    applied: bool
+    applied_at: datetime | None = None
+
+
+def all_migrations() -> MigrationList:
+    return read_migrations(str(MIGRATIONS_DIR))
+
+
+def migration_ids() -> list[str]:
+    return [m.id for m in all_migrations()]
+
+
+def resolve_id(target: str) -> str:
+    """A full migration id from an id or a unique prefix of one ("0003")."""
+    ids = migration_ids()
+    if target in ids:
+        return target
+    matches = [i for i in ids if i.startswith(target)]
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(ids)
+    if not matches:
+        raise BadInput(f"no migration {target!r}; known: {known}")
+    raise BadInput(f"{target!r} is ambiguous: {', '.join(matches)}")
+
+
+def _backend(dsn: str) -> DatabaseBackend:
+    try:
+        return get_backend(yoyo_uri(dsn))
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
+        raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {reason}") from None
+
+
+def _refusal(migration_id: str, exc: psycopg.Error) -> MigrationRefused:
+    diag = exc.diag
+    parts = [f"migration {migration_id} refused: {diag.message_primary or str(exc).strip()}"]
+    if diag.message_detail:
+        parts.append(diag.message_detail)
+    if diag.message_hint:
+        parts.append(diag.message_hint)
+    return MigrationRefused("\n".join(parts))
+
+
+def apply(dsn: str, to: str | None = None, baseline: bool = False) -> list[str]:
+    """Apply pending migrations in order, up to and including `to`.
+
+    With baseline=True the baseline migration is only marked as applied (for a
+    legacy database that already has those tables). Returns the ids applied.
+    """
+    migrations = all_migrations()
+    order = [m.id for m in migrations]
+    last = order.index(resolve_id(to)) if to else len(order) - 1
+    backend = _backend(dsn)
+    done: list[str] = []
+    try:
+        with backend.lock(timeout=LOCK_TIMEOUT_S):
+            if baseline:
+                _mark_baseline(backend, migrations)
+            for migration in backend.to_apply(migrations):
+                if order.index(migration.id) > last:
+                    continue
+                try:
+                    backend.apply_one(migration)
+                except psycopg.Error as exc:
+                    raise _refusal(migration.id, exc) from None
+                done.append(migration.id)
+    finally:
+        backend.connection.close()
+    return done
+
+
+def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
+    baseline = next(m for m in migrations if m.id == BASELINE_ID)
+    if backend.is_applied(baseline):
+        return
+    present = backend.execute("SELECT to_regclass('portfolio_snapshots') IS NOT NULL").fetchone()[0]
+    if not present:
+        raise BadInput(
+            "--baseline adopts a database that already has the legacy tables, "
+            "but portfolio_snapshots does not exist here: run `pnl migrate` without --baseline"
+        )
+    backend.mark_migrations(MigrationList([baseline]))
+
+
+def rollback(dsn: str, to: str | None) -> list[str]:
+    """Roll back the applied migrations that come after `to` (all if None)."""
+    migrations = all_migrations()
+    order = [m.id for m in migrations]
+    keep_through = order.index(resolve_id(to)) if to else -1
+    backend = _backend(dsn)
+    done: list[str] = []
+    try:
+        with backend.lock(timeout=LOCK_TIMEOUT_S):
+            for migration in backend.to_rollback(migrations):
+                if order.index(migration.id) <= keep_through:
+                    continue
+                try:
+                    backend.rollback_one(migration)
+                except psycopg.Error as exc:
+                    raise _refusal(migration.id, exc) from None
+                done.append(migration.id)
+    finally:
+        backend.connection.close()
+    return done
+
+
+async def states(conn: asyncpg.Connection) -> list[MigrationState]:
+    """Every migration on disk, with whether (and when) it is applied here."""
+    applied: dict[str, datetime] = {}
+    if await conn.fetchval(sql("schema/migration_history_exists")):
+        applied = {r["migration_id"]: r["applied_at_utc"] for r in await conn.fetch(sql("schema/applied_migrations"))}
+    return [MigrationState(i, i in applied, applied.get(i)) for i in migration_ids()]
+
+
+async def require_current(conn: asyncpg.Connection) -> None:
+    """Raise SchemaNotReady unless every migration on disk is applied."""
+    pending = [s.id for s in await states(conn) if not s.applied]
+    if pending:
+        raise SchemaNotReady(
+            f"the database schema is not current: {len(pending)} pending migration(s) "
+            f"({', '.join(pending)}); run `pnl migrate` first"
+        )

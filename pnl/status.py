@@ -1,0 +1,54 @@
+"""What `pnl status` reports: migrations, recent runs, unfinished claims."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+
+from pnl.migrate import MigrationState, states
+from pnl.queries import sql
+
+STALE_AFTER = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Status:
+    migrations: list[MigrationState]
+    runs: list[dict]
+    claims: list[dict]
+
+    @property
+    def current(self) -> bool:
+        return all(m.applied for m in self.migrations)
+
+    def to_json(self) -> dict:
+        return {
+            "schema_current": self.current,
+            "migrations": [
+                {"id": m.id, "applied": m.applied,
+                 "applied_at": m.applied_at.isoformat() if m.applied_at else None}
+                for m in self.migrations
+            ],
+            "recent_runs": self.runs,
+            "unfinished_claims": self.claims,
+        }
+
+
+def _plain(record: asyncpg.Record) -> dict:
+    return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()}
+
+
+async def collect(pool: asyncpg.Pool, runs: int = 10) -> Status:
+    async with pool.acquire() as conn:
+        migrations = await states(conn)
+        applied = {m.id for m in migrations if m.applied}
+        recent: list[dict] = []
+        claims: list[dict] = []
+        # Each part needs the migration that created its columns.
+        if "0002_operations" in applied:
+            recent = [_plain(r) for r in await conn.fetch(sql("status/recent_runs"), runs, STALE_AFTER)]
+        if "0003_idempotency_precheck" in applied:
+            claims = [_plain(r) for r in await conn.fetch(sql("status/unfinished_claims"))]
+    return Status(migrations, recent, claims)

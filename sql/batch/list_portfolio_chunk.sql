@@ -1,0 +1,13 @@
+-- list_portfolio_chunk: the next chunk of portfolio ids, in id order (keyset
+-- pagination: no OFFSET, so each chunk costs the same however far we are).
+--
+-- $1 last id of the previous chunk (bigint; 0 to start)
+-- $2 only these ids (bigint[]; NULL for every portfolio)
+-- $3 chunk size (int)
+-- Returns: id (bigint), at most $3 rows
+SELECT p.id
+  FROM portfolios AS p
+ WHERE p.id > $1::bigint
+   AND ($2::bigint[] IS NULL OR p.id = ANY($2::bigint[]))
+ ORDER BY p.id
+ LIMIT $3::int;

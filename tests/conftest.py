@@ -1,0 +1,120 @@
+"""Test fixtures: one real PostgreSQL server per test session, a template
+database built once by running the migrations, and a fresh copy per test
+(pytest-postgresql's template databases).
+
+PostgreSQL refuses to run as root; pnl.localpg runs it as an unprivileged
+account when the tests run as root (CI), and as ourselves otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from pytest_postgresql import factories
+
+from pnl import migrate
+from pnl.localpg import LocalServer, free_port, throwaway_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ServerInfo:
+    """What pytest-postgresql's noproc fixture reads from the fixture it depends on."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    options: str = ""
+    maintenance_dbname: str = "postgres"
+    template_dbname: str | None = None
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[ServerInfo]:
+    server = LocalServer(data_dir=throwaway_dir(), port=free_port(), password="pnl-test-secret")
+    server.init()
+    # Durability is irrelevant for a throwaway test server; speed is not.
+    server.start({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    try:
+        yield ServerInfo(host=server.host, port=server.port, user=server.user, password=server.password)
+    finally:
+        server.stop()
+        shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def load_migrations(host: str, port: int, user: str, dbname: str, password: str, **_: object) -> None:
+    """Template loader: the schema is made by the real migrations, nothing else."""
+    migrate.apply(f"postgresql://{user}:{password}@{host}:{port}/{dbname}")
+
+
+pnl_template = factories.postgresql_noproc(dbname="pnl_test", depends_on="pg_server", load=[load_migrations])
+empty_template = factories.postgresql_noproc(dbname="pnl_empty", depends_on="pg_server")
+pnl_conn = factories.postgresql("pnl_template")
+empty_conn = factories.postgresql("empty_template")
+
+
+@dataclass
+class Db:
+    dsn: str
+    conn: psycopg.Connection
+
+    def one(self, query: str, *params: object) -> tuple:
+        row = self.conn.execute(query, params or None).fetchone()
+        assert row is not None
+        return row
+
+    def scalar(self, query: str, *params: object) -> object:
+        return self.one(query, *params)[0]
+
+    def all(self, query: str, *params: object) -> list[tuple]:
+        return self.conn.execute(query, params or None).fetchall()
+
+    def execute(self, query: str, *params: object) -> None:
+        self.conn.execute(query, params or None)
+
+
+def _db(conn: psycopg.Connection, server: ServerInfo) -> Db:
+    conn.autocommit = True
+    dsn = f"postgresql://{server.user}:{server.password}@{server.host}:{server.port}/{conn.info.dbname}"
+    return Db(dsn=dsn, conn=conn)
+
+
+@pytest.fixture
+def db(pnl_conn: psycopg.Connection, pg_server: ServerInfo) -> Db:
+    """A fresh, fully migrated database."""
+    return _db(pnl_conn, pg_server)
+
+
+@pytest.fixture
+def empty_db(empty_conn: psycopg.Connection, pg_server: ServerInfo) -> Db:
+    """A fresh database with no schema at all (for migration tests)."""
+    return _db(empty_conn, pg_server)
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str, dsn: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 120) -> CliResult:
+    """Run `python cli.py ARGS` as a real OS process."""
+    full_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if dsn is not None:
+        full_env["DATABASE_URL"] = dsn
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)

@@ -1,0 +1,152 @@
+"""The P&L numbers, against values computed by hand (and by tests/reference.py)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal as D
+
+from tests.conftest import Db, run_cli
+from tests.data import add_flow, add_portfolio, add_positions, add_prices
+from tests.reference import Position, replay
+
+FRI, MON, TUE, WED, THU, FRI2 = (date(2026, 2, 27), date(2026, 3, 2), date(2026, 3, 3),
+                                 date(2026, 3, 4), date(2026, 3, 5), date(2026, 3, 6))
+PRICES = {
+    "AAA": {FRI: D(95), MON: D(100), TUE: D(102), WED: D(101), THU: D(104), FRI2: D(105)},
+    "BBB": {FRI: D(51), MON: D(48), TUE: D(47), FRI2: D(49)},          # no close Wed/Thu
+    "OPT": {FRI: D("3.00"), MON: D("3.50"), TUE: D("3.25"), FRI2: D("4.10")},
+    "NEW": {WED: D(21), THU: D(24)},
+}
+POSITIONS = [
+    Position("AAA", D(10), date(2026, 2, 1), D(90)),                    # long
+    Position("BBB", D(-5), date(2026, 2, 1), D(50)),                    # short
+    Position("OPT", D(2), date(2026, 2, 1), D(3), multiplier=D(100)),   # option contracts
+    Position("NEW", D(4), WED, D(20), exit_date=THU, exit_price=D(25)),  # opened and closed in a gap
+]
+
+SNAPSHOT_COLUMNS = ("opening_equity, daily_pnl, capital_flow, net_asset_value, daily_return, cumulative_pnl,"
+                    " long_value, short_value, gross_exposure, net_exposure, num_positions, is_complete")
+
+
+def setup_book(db: Db) -> tuple[int, int]:
+    add_prices(db.conn, PRICES)
+    p1 = add_portfolio(db.conn, "hand-computed", D(10000))
+    add_positions(db.conn, p1, POSITIONS)
+    add_flow(db.conn, p1, WED, 1000)
+    add_flow(db.conn, p1, FRI2, -200)
+    p2 = add_portfolio(db.conn, "cash only", 0)
+    add_flow(db.conn, p2, MON, 500)
+    return p1, p2
+
+
+def snapshot(db: Db, pid: int, day: date) -> tuple:
+    return db.one(f"SELECT {SNAPSHOT_COLUMNS} FROM portfolio_snapshots WHERE portfolio_id = %s"
+                  " AND snapshot_date = %s", pid, day)
+
+
+def test_hand_computed_chain_long_short_option_flow_and_gap(db: Db) -> None:
+    p1, p2 = setup_book(db)
+    for day in (MON, TUE, FRI2):          # Wed and Thu are skipped: a gap of several days
+        res = run_cli("batch", "run", "--date", day.isoformat(), "--json", dsn=db.dsn)
+        assert res.code == 0, res.err
+        assert json.loads(res.out)["processed"] == 2
+
+    # Mon: B = Fri 27 Feb (latest price date before; no snapshot yet).
+    # AAA 10*(100-95)=50, BBB -5*(48-51)=15, OPT 2*100*(3.50-3.00)=100 -> 165
+    assert snapshot(db, p1, MON) == (
+        D("10000.0000"), D("165.0000"), D("0.0000"), D("10165.0000"), D("0.0165000000"), D("165.0000"),
+        D("1700.0000"), D("-240.0000"), D("1940.0000"), D("1460.0000"), 3, True)
+    # Tue: AAA 10*2=20, BBB -5*(47-48)=5, OPT 200*(3.25-3.50)=-50 -> -25
+    assert snapshot(db, p1, TUE) == (
+        D("10165.0000"), D("-25.0000"), D("0.0000"), D("10140.0000"), D("-0.0024594196"), D("140.0000"),
+        D("1670.0000"), D("-235.0000"), D("1905.0000"), D("1435.0000"), 3, True)
+    # Fri 6 Mar, B = Tue: AAA 10*3=30, BBB -5*(49-47)=-10, OPT 200*(4.10-3.25)=170,
+    # NEW opened Wed at 20 and closed Thu at 25 (exit price, not a close): 4*5=20 -> 210.
+    # Flows in (Tue, Fri]: +1000 - 200 = 800. NAV = 10140 + 210 + 800.
+    assert snapshot(db, p1, FRI2) == (
+        D("10140.0000"), D("210.0000"), D("800.0000"), D("11150.0000"), D("0.0207100592"), D("350.0000"),
+        D("1870.0000"), D("-245.0000"), D("2115.0000"), D("1625.0000"), 3, True)
+    # Opening equity 0: daily_return is NULL, the flow still counts.
+    assert snapshot(db, p2, MON)[:6] == (D(0), D(0), D(500), D(500), None, D(0))
+    # Equity is the latest NAV (set, not accumulated).
+    assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p1) == D("11150.0000")
+    assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p2) == D("500.0000")
+
+    # And the independent reference agrees on every number.
+    chain = replay(D(10000), POSITIONS, PRICES, [(WED, D(1000)), (FRI2, D(-200))], [MON, TUE, FRI2])
+    for snap in chain:
+        row = snapshot(db, p1, snap.day)
+        assert (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[10]) == (
+            snap.opening, snap.pnl, snap.flow, snap.nav, snap.daily_return, snap.cumulative,
+            snap.long_value, snap.short_value, snap.num_positions)
+
+
+def test_missing_price_fails_only_that_portfolio_and_releases_its_claim(db: Db) -> None:
+    p1, p2 = setup_book(db)
+    p3 = add_portfolio(db.conn, "unpriced", 1000)
+    add_positions(db.conn, p3, [Position("ZZZ", D(1), date(2026, 2, 1), D(10)),
+                                Position("AAA", D(1), date(2026, 2, 1), D(10))])
+    res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
+    assert res.code == 1
+    out = json.loads(res.out)
+    assert (out["processed"], out["failed"], out["skipped"]) == (2, 1, 0)
+    assert out["failures"][0]["portfolio_id"] == p3 and "ZZZ" in out["failures"][0]["reason"]
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s", p3) == 0
+    assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p3) == D(1000)
+    assert db.scalar("SELECT status FROM batch_runs WHERE id = %s", out["run_id"]) == "partial"
+    # Once the price arrives, the next run processes exactly that portfolio.
+    add_prices(db.conn, {"ZZZ": {MON: D(12)}})
+    res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
+    assert res.code == 0
+    assert (json.loads(res.out)["processed"], json.loads(res.out)["skipped"]) == (1, 2)
+    # start: ZZZ had no close <= B (Fri), so its entry price: 1*(12-10) = 2; AAA 1*(100-95) = 5.
+    assert snapshot(db, p3, MON)[1] == D("7.0000")
+
+
+def test_second_run_of_a_date_changes_nothing(db: Db) -> None:
+    setup_book(db)
+    assert run_cli("batch", "run", "--date", MON.isoformat(), dsn=db.dsn).code == 0
+    before = db.all("SELECT * FROM portfolio_snapshots ORDER BY id"), db.all("SELECT * FROM portfolios ORDER BY id")
+    res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
+    assert res.code == 0
+    out = json.loads(res.out)
+    assert (out["processed"], out["skipped"], out["failed"]) == (0, 2, 0)
+    after = db.all("SELECT * FROM portfolio_snapshots ORDER BY id"), db.all("SELECT * FROM portfolios ORDER BY id")
+    assert after == before
+
+
+def test_earlier_date_after_a_later_one_is_refused_not_forked(db: Db) -> None:
+    p1, _ = setup_book(db)
+    assert run_cli("batch", "run", "--date", TUE.isoformat(), dsn=db.dsn).code == 0
+    equity = db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p1)
+    res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
+    assert res.code == 1
+    assert json.loads(res.out)["failed"] == 2
+    assert "after 2026-03-02" in json.loads(res.out)["failures"][0]["reason"]
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_date = %s", MON) == 0
+    assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p1) == equity
+
+
+def test_backfill_runs_each_price_date_in_order(db: Db) -> None:
+    p1, _ = setup_book(db)
+    res = run_cli("batch", "backfill", "--from", "2026-03-01", "--to", "2026-03-31", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert [r["date"] for r in out["runs"]] == ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
+    days = [MON, TUE, WED, THU, FRI2]
+    chain = replay(D(10000), POSITIONS, PRICES, [(WED, D(1000)), (FRI2, D(-200))], days)
+    navs = db.all("SELECT snapshot_date, net_asset_value FROM portfolio_snapshots WHERE portfolio_id = %s"
+                  " ORDER BY snapshot_date", p1)
+    assert navs == [(s.day, s.nav) for s in chain]
+    # Backfilling again is a no-op.
+    again = json.loads(run_cli("batch", "backfill", "--from", "2026-03-01", "--to", "2026-03-31", "--json",
+                               dsn=db.dsn).out)
+    assert sum(r["processed"] for r in again["runs"]) == 0
+
+
+def test_only_the_named_portfolios(db: Db) -> None:
+    p1, p2 = setup_book(db)
+    res = run_cli("batch", "run", "--date", MON.isoformat(), "--portfolio", str(p2), "--json", dsn=db.dsn)
+    assert res.code == 0 and json.loads(res.out)["processed"] == 1
+    assert db.all("SELECT portfolio_id FROM portfolio_snapshots") == [(p2,)]
