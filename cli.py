@@ -366,7 +366,21 @@ def _dsn_or_fail(ctx: Context) -> str:
 
 
 def main() -> None:
-    cli(prog_name="pnl")
+    """Entry point: every error ends in one line on stderr, never a traceback."""
+    try:
+        cli.main(prog_name="pnl", standalone_mode=False)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "pnl"
+        click.echo(f"{where}: error: {exc.format_message()} (see `{where} --help`)", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"pnl: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("pnl: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

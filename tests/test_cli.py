@@ -1,0 +1,108 @@
+"""The CLI as a user meets it: help everywhere, one-line errors, nothing changed."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+
+from cli import cli
+from pnl.localpg import free_port
+from tests.conftest import Db, run_cli
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [prefix]
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out += all_commands(cmd, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+@pytest.mark.parametrize("path", all_commands(cli), ids=lambda p: " ".join(p) or "pnl")
+def test_every_command_has_help(path: tuple[str, ...]) -> None:
+    res = run_cli(*path, "--help")
+    assert res.code == 0
+    assert "Usage: pnl" in res.out
+    cmd: click.Command = cli
+    for name in path:
+        assert isinstance(cmd, click.Group)
+        cmd = cmd.commands[name]
+    assert cmd.help and len(cmd.help.strip()) > 20, f"{path} needs a real docstring"
+
+
+def assert_one_line_error(res, code: int, *needles: str) -> None:  # type: ignore[no-untyped-def]
+    assert res.code == code, (res.code, res.err)
+    assert "Traceback" not in res.err
+    lines = [line for line in res.err.splitlines() if line.strip()]
+    assert len(lines) == 1, res.err
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def no_runs_recorded(db: Db) -> bool:
+    return db.scalar("SELECT count(*) FROM batch_runs") == 0 and \
+        db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0
+
+
+def test_malformed_date(db: Db) -> None:
+    assert_one_line_error(run_cli("batch", "run", "--date", "2026-02-30", dsn=db.dsn), 2, "is not a date")
+    assert no_runs_recorded(db)
+
+
+def test_unknown_portfolio_changes_nothing(db: Db) -> None:
+    pid = db.scalar("INSERT INTO portfolios (name) VALUES ('x') RETURNING id")
+    res = run_cli("batch", "run", "--date", "2026-01-05", "--portfolio", str(pid), "--portfolio", "424242",
+                  dsn=db.dsn)
+    assert_one_line_error(res, 2, "unknown portfolio id(s): 424242")
+    assert no_runs_recorded(db)
+
+
+def test_unreachable_database() -> None:
+    res = run_cli("batch", "run", "--date", "2026-01-05", dsn=f"postgresql://pnl:hunter2@127.0.0.1:{free_port()}/pnl")
+    assert_one_line_error(res, 1, "cannot connect", "connection refused")
+    assert "hunter2" not in res.err + res.out
+
+
+def test_wrong_password_is_one_line_and_never_printed(db: Db) -> None:
+    bad = db.dsn.replace(":pnl-test-secret@", ":not-the-password@")
+    for args in (("batch", "run", "--date", "2026-01-05"), ("status",), ("migrate",)):
+        res = run_cli(*args, dsn=bad)
+        assert_one_line_error(res, 1, "authentication failed" if args[0] != "migrate" else "password")
+        assert "not-the-password" not in res.err + res.out
+        assert "pnl-test-secret" not in res.err + res.out
+
+
+def test_no_database_configured_says_so() -> None:
+    assert_one_line_error(run_cli("status"), 2, "DATABASE_URL")
+    assert_one_line_error(run_cli("status", dsn="mysql://x@y/z"), 2, "postgresql://")
+
+
+def test_backfill_range_backwards(db: Db) -> None:
+    res = run_cli("batch", "backfill", "--from", "2026-02-01", "--to", "2026-01-01", dsn=db.dsn)
+    assert_one_line_error(res, 2, "before --from")
+
+
+def test_status_json_on_an_empty_migrated_database(db: Db) -> None:
+    res = run_cli("status", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["schema_current"] is True
+    assert out["database"].count("***") == 1 and "pnl-test-secret" not in res.out
+    assert out["recent_runs"] == [] and out["unfinished_claims"] == []
+
+
+def test_status_shows_runs_and_unfinished_claims(db: Db) -> None:
+    pid = db.scalar("INSERT INTO portfolios (name, equity_balance) VALUES ('x', 5) RETURNING id")
+    assert run_cli("batch", "run", "--date", "2026-01-05", dsn=db.dsn).code == 0
+    # A claim left by a run that died.
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
+               " claimed_at, lease_expires_at) VALUES (%s, '2026-01-06', false, 999, now(), now() - interval '1m')",
+               pid)
+    res = run_cli("status", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert "2026-01-05  succeeded" in res.out
+    assert "2026-01-06  run #999: 1 claim(s), 1 with an expired lease" in res.out

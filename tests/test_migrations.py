@@ -1,0 +1,164 @@
+"""Migrations: order, pre-check refusal, re-run after failure, rollback, baseline."""
+
+from __future__ import annotations
+
+from pnl import MIGRATIONS_DIR
+from tests.conftest import Db, run_cli
+
+ALL = ["0001_baseline", "0002_operations", "0003_idempotency_precheck",
+       "0004_snapshot_indexes_concurrently", "0005_unique_snapshot_constraint"]
+
+
+def fingerprint(db: Db) -> dict[str, list[tuple]]:
+    """The schema as the catalogs see it (yoyo's own tables excluded)."""
+    return {
+        "columns": db.all(
+            "SELECT table_name, column_name, data_type, numeric_precision, numeric_scale, is_nullable,"
+            " column_default FROM information_schema.columns WHERE table_schema = 'public'"
+            " AND table_name NOT LIKE '%yoyo%' ORDER BY 1, 2"),
+        "constraints": db.all(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE connamespace = 'public'::regnamespace AND conrelid::regclass::text NOT LIKE '%yoyo%'"
+            " ORDER BY 1, 2"),
+        "indexes": db.all(
+            "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+            " AND tablename NOT LIKE '%yoyo%' ORDER BY 1, 2"),
+    }
+
+
+def applied(db: Db) -> list[str]:
+    return [r[0] for r in db.all("SELECT migration_id FROM _yoyo_migration ORDER BY 1")]
+
+
+def test_every_migration_has_a_rollback_file() -> None:
+    forward = sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if not p.name.endswith(".rollback.sql"))
+    assert [p.stem for p in forward] == ALL
+    for p in forward:
+        assert p.with_name(p.stem + ".rollback.sql").exists(), p.name
+
+
+def test_migrate_rollback_migrate_gives_the_same_schema(empty_db: Db) -> None:
+    res = run_cli("migrate", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert applied(empty_db) == ALL
+    full = fingerprint(empty_db)
+    assert ("portfolio_snapshots", "uq_portfolio_snapshot_date", "UNIQUE (portfolio_id, snapshot_date)") \
+        in full["constraints"]
+
+    res = run_cli("rollback", "--to", "0002", "--yes", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert applied(empty_db) == ALL[:2]
+    partial = fingerprint(empty_db)
+    assert not any(c[1] == "uq_portfolio_snapshot_date" for c in partial["constraints"])
+    assert not any(c[1] == "is_complete" for c in partial["columns"])
+
+    assert run_cli("rollback", "--all", "--yes", dsn=empty_db.dsn).code == 0
+    assert fingerprint(empty_db) == {"columns": [], "constraints": [], "indexes": []}
+
+    assert run_cli("migrate", dsn=empty_db.dsn).code == 0
+    assert fingerprint(empty_db) == full
+
+
+def test_rollback_without_yes_and_without_a_terminal_refuses(empty_db: Db) -> None:
+    assert run_cli("migrate", dsn=empty_db.dsn).code == 0
+    res = run_cli("rollback", "--to", "0002", dsn=empty_db.dsn)
+    assert res.code == 1 and "--yes" in res.err
+    assert applied(empty_db) == ALL
+
+
+def seed_duplicates(db: Db) -> None:
+    pid = db.scalar("INSERT INTO portfolios (name, equity_balance) VALUES ('legacy', 100) RETURNING id")
+    other = db.scalar("INSERT INTO portfolios (name, equity_balance) VALUES ('legacy2', 100) RETURNING id")
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, net_asset_value)"
+               " VALUES (%s, '2026-01-05', 110), (%s, '2026-01-05', 121), (%s, '2026-01-05', 133.1),"
+               " (%s, '2026-01-06', 99), (%s, '2026-01-06', 98), (%s, '2026-01-07', 97)",
+               pid, pid, pid, other, other, other)
+
+
+def test_precheck_refuses_duplicates_and_changes_nothing(empty_db: Db) -> None:
+    assert run_cli("migrate", "--to", "0002", dsn=empty_db.dsn).code == 0
+    seed_duplicates(empty_db)
+    schema_before = fingerprint(empty_db)
+    rows_before = empty_db.all("SELECT * FROM portfolio_snapshots ORDER BY id")
+
+    res = run_cli("migrate", dsn=empty_db.dsn)
+    assert res.code == 1
+    assert "Traceback" not in res.err
+    assert "2 (portfolio_id, snapshot_date) groups" in res.err
+    assert "e.g. portfolio 1 on 2026-01-05 has 3 rows" in res.err
+    assert "pnl dedupe" in res.err and "Nothing was changed" in res.err
+    assert applied(empty_db) == ALL[:2]
+    assert fingerprint(empty_db) == schema_before
+    assert empty_db.all("SELECT * FROM portfolio_snapshots ORDER BY id") == rows_before
+
+    # The batch refuses to run on the half-migrated schema, naming the fix.
+    res = run_cli("batch", "run", "--date", "2026-01-08", dsn=empty_db.dsn)
+    assert res.code == 1 and "pnl migrate" in res.err
+
+    # Once the duplicates are gone, the same command succeeds.
+    empty_db.execute("DELETE FROM portfolio_snapshots WHERE id NOT IN"
+                     " (SELECT min(id) FROM portfolio_snapshots GROUP BY portfolio_id, snapshot_date)")
+    res = run_cli("migrate", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert applied(empty_db) == ALL
+    assert empty_db.scalar("SELECT bool_and(is_complete) FROM portfolio_snapshots") is True
+
+
+def test_rerun_after_a_failed_concurrent_index_build(empty_db: Db) -> None:
+    """A failed CREATE INDEX CONCURRENTLY leaves an INVALID index; re-running works."""
+    assert run_cli("migrate", "--to", "0003", dsn=empty_db.dsn).code == 0
+    seed_duplicates(empty_db)
+    # Simulate the failure: a concurrent build over duplicates fails and leaves the index INVALID.
+    try:
+        empty_db.execute("CREATE UNIQUE INDEX CONCURRENTLY uq_portfolio_snapshot_date"
+                         " ON portfolio_snapshots (portfolio_id, snapshot_date)")
+    except Exception:
+        pass
+    assert empty_db.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'uq_portfolio_snapshot_date'::regclass"
+                           ) is False
+    res = run_cli("migrate", dsn=empty_db.dsn)
+    assert res.code == 1 and "duplicate snapshots" in res.err
+    assert applied(empty_db) == ALL[:3]
+
+    empty_db.execute("DELETE FROM portfolio_snapshots WHERE id NOT IN"
+                     " (SELECT min(id) FROM portfolio_snapshots GROUP BY portfolio_id, snapshot_date)")
+    res = run_cli("migrate", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert empty_db.scalar("SELECT indisvalid FROM pg_index WHERE indexrelid = 'uq_portfolio_snapshot_date'::regclass")
+    assert empty_db.scalar("SELECT contype FROM pg_constraint WHERE conname = 'uq_portfolio_snapshot_date'") == "u"
+
+
+def test_baseline_adopts_a_legacy_database_without_running_it(empty_db: Db) -> None:
+    res = run_cli("migrate", "--baseline", dsn=empty_db.dsn)
+    assert res.code == 2 and "portfolio_snapshots does not exist" in res.err
+    # A legacy database: the old tables, made by hand, with no yoyo history.
+    empty_db.execute("CREATE TABLE portfolios (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+                     " name text NOT NULL, equity_balance numeric(20,4) NOT NULL DEFAULT 0,"
+                     " created_at timestamptz NOT NULL DEFAULT now())")
+    empty_db.execute("CREATE TABLE positions (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+                     " portfolio_id bigint NOT NULL REFERENCES portfolios, symbol text NOT NULL,"
+                     " quantity numeric NOT NULL, multiplier numeric NOT NULL DEFAULT 1, entry_date date NOT NULL,"
+                     " entry_price numeric NOT NULL, exit_date date, exit_price numeric)")
+    empty_db.execute("CREATE TABLE market_prices (symbol text, price_date date, close_price numeric NOT NULL,"
+                     " PRIMARY KEY (symbol, price_date))")
+    empty_db.execute("CREATE TABLE capital_flows (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+                     " portfolio_id bigint NOT NULL REFERENCES portfolios, flow_date date NOT NULL,"
+                     " amount numeric NOT NULL)")
+    empty_db.execute("CREATE TABLE portfolio_snapshots (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,"
+                     " portfolio_id bigint NOT NULL REFERENCES portfolios, snapshot_date date NOT NULL,"
+                     " net_asset_value numeric(20,4), daily_pnl numeric(20,4), daily_return numeric(20,10),"
+                     " cumulative_pnl numeric(20,4), long_value numeric(20,4), short_value numeric(20,4),"
+                     " gross_exposure numeric(20,4), net_exposure numeric(20,4), num_positions bigint,"
+                     " created_at timestamptz NOT NULL DEFAULT now())")
+    res = run_cli("migrate", "--baseline", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert applied(empty_db) == ALL
+    # The baseline file did not run: its index is not there; the later migrations did run.
+    assert empty_db.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_positions_portfolio'") == 0
+    assert empty_db.scalar("SELECT count(*) FROM pg_constraint WHERE conname = 'uq_portfolio_snapshot_date'") == 1
+
+
+def test_migrate_to_an_unknown_id_is_bad_input(empty_db: Db) -> None:
+    res = run_cli("migrate", "--to", "0999", dsn=empty_db.dsn)
+    assert res.code == 2 and "no migration '0999'" in res.err
+    assert empty_db.scalar("SELECT to_regclass('portfolios') IS NULL") is True
