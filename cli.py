@@ -5,7 +5,7 @@ This module only parses arguments, runs the async work, renders text or
 
 Exit codes: 0 done (including "everything was already done"); 1 some
 portfolios failed, or an operational error (database unreachable, migration
-refused, schema not current); 2 bad input.
+refused, schema not current); 2 bad input; 130/143 stopped by SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import re
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
-from pnl import __version__, batch, migrate, status
+from pnl import __version__, batch, cleanup, migrate, status
 from pnl.db import DbSettings, check_dsn, connect_pool, redact
 from pnl.errors import BadInput, PnlError
 
@@ -126,6 +127,37 @@ def confirm_or_refuse(yes: bool, question: str) -> None:
         raise _fail(f"{question} Refusing without --yes: there is no terminal to confirm on.", 1)
     if not click.confirm(question, default=False, err=True):
         raise _fail("aborted; nothing was changed", 1)
+
+
+class Stopper:
+    """Graceful stop: the first SIGINT/SIGTERM sets an event that the batch checks
+    between chunks (the chunk in flight finishes); a second one exits at once,
+    leaving any claims to expire with their lease."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def arm(self) -> asyncio.Event:
+        """Install the handlers on the running loop; returns the stop event."""
+        event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if self.signum is not None:
+                click.echo(f"pnl: second {signal.Signals(signum).name}: stopping now; "
+                           "unfinished claims will be recovered when their lease expires", err=True)
+                os._exit(128 + signum)
+            self.signum = signum
+            event.set()
+            click.echo(f"pnl: {signal.Signals(signum).name} received: finishing the chunk in flight, then "
+                       "stopping (send it again to stop at once)", err=True)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        return event
+
+    def exit_code(self, otherwise: int) -> int:
+        return 128 + self.signum if self.signum is not None else otherwise
 
 
 class Progress:
@@ -319,15 +351,20 @@ def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_siz
     """
     opts = _batch_options(portfolio, chunk_size, lease)
     progress = Progress(f"batch {day}", enabled=not as_json)
+    stopper = Stopper()
+
+    async def work(pool: asyncpg.Pool) -> batch.RunResult:
+        return await batch.run_batch(pool, day, opts, on_progress=progress, stop=stopper.arm())
+
     try:
-        result = with_pool(ctx, lambda pool: batch.run_batch(pool, day, opts, on_progress=progress))
+        result = with_pool(ctx, work)
     finally:
         progress.close()
     if as_json:
         emit_json(result.to_json())
     else:
         _render_run(result)
-    sys.exit(0 if result.status == "succeeded" else 1)
+    sys.exit(stopper.exit_code(0 if result.status == "succeeded" else 1))
 
 
 @batch_group.command("backfill")
@@ -346,16 +383,64 @@ def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[i
         raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
     opts = _batch_options(portfolio, chunk_size, lease)
     on_date = None if as_json else _render_run
-    results, stopped_at = with_pool(ctx, lambda pool: batch.backfill(pool, first, last, opts, on_date=on_date))
+    stopper = Stopper()
+
+    async def work(pool: asyncpg.Pool) -> tuple[list[batch.RunResult], date | None]:
+        return await batch.backfill(pool, first, last, opts, on_date=on_date, stop=stopper.arm())
+
+    results, stopped_at = with_pool(ctx, work)
     if as_json:
         emit_json({"from": first.isoformat(), "to": last.isoformat(), "dates": len(results),
                    "stopped_at": stopped_at.isoformat() if stopped_at else None,
                    "runs": [r.to_json() for r in results]})
     elif not results:
         click.echo(f"no price dates between {first} and {last}: nothing to run")
+    elif stopper.signum is not None:
+        click.echo(f"stopped at {stopped_at} on request: run the backfill again to continue", err=True)
     elif stopped_at:
         click.echo(f"stopped at {stopped_at}: fix the failures above, then run the backfill again", err=True)
-    sys.exit(1 if stopped_at else 0)
+    sys.exit(stopper.exit_code(1 if stopped_at else 0))
+
+
+@cli.command("cleanup")
+@click.option("--older-than", "older_than", type=DURATION, required=True,
+              help="Only claims made longer ago than this (e.g. 30m, 24h).")
+@click.option("--date", "day", type=DATE, help="Only claims for this snapshot date.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@json_option
+@click.pass_obj
+def cleanup_cmd(ctx: Context, older_than: timedelta, day: date | None, dry_run: bool, yes: bool,
+                as_json: bool) -> None:
+    """List or delete unfinished claims (is_complete = false) left by runs that died.
+
+    You rarely need this: the next `pnl batch run` for the date takes over any
+    claim whose lease expired. Use it to free a date at once, or to clear claims
+    for dates nobody will run again. Only unfinished claims are ever deleted;
+    deleting one a live run still holds is safe (its finalize is fenced and
+    writes nothing), it just wastes that run's work.
+    """
+    found = with_pool(ctx, lambda pool: cleanup.stale_claims(pool, older_than, day))
+    where = f" for {day}" if day else ""
+    if dry_run or not found:
+        if as_json:
+            emit_json({"dry_run": dry_run, "claims": found, "deleted": 0})
+            return
+        click.echo(f"{len(found)} unfinished claim(s) older than {older_than}{where}"
+                   + (" (dry run: nothing deleted)" if dry_run and found else ""))
+        for c in found[:50]:
+            click.echo(f"  portfolio {c['portfolio_id']} on {c['snapshot_date']}: run #{c['batch_run_id']}, "
+                       f"claimed {c['claimed_at']:%Y-%m-%d %H:%M:%S%z}, "
+                       f"lease {'expired' if c['lease_expired'] else 'still live'}")
+        if len(found) > 50:
+            click.echo(f"  ... and {len(found) - 50} more")
+        return
+    confirm_or_refuse(yes, f"Delete {len(found)} unfinished claim(s) older than {older_than}{where}?")
+    deleted = with_pool(ctx, lambda pool: cleanup.delete_stale_claims(pool, older_than, day))
+    if as_json:
+        emit_json({"dry_run": False, "claims": found, "deleted": len(deleted)})
+    else:
+        click.echo(f"deleted {len(deleted)} unfinished claim(s) older than {older_than}{where}")
 
 
 def _dsn_or_fail(ctx: Context) -> str:

@@ -4,6 +4,13 @@ Every database write is one set-based statement from sql/batch/, over a whole
 chunk of portfolios. The unique constraint uq_portfolio_snapshot_date is the
 arbiter between concurrent runs; this module holds no state of its own between
 runs, and the database is the only shared state.
+
+Crash safety: a chunk's claims carry a lease; a run that dies is taken over
+when the lease expires; every finalize is fenced on batch_run_id, so a run
+that lost its claim writes nothing. A database fault fails only the chunk in
+flight (its single finalize statement rolled back whole) and its claims are
+released. A stop request (SIGTERM/SIGINT in the CLI) lets the chunk in flight
+finish, then the run records itself as 'interrupted'.
 """
 
 from __future__ import annotations
@@ -19,10 +26,14 @@ from datetime import date, timedelta
 
 import asyncpg
 
-from pnl.errors import BadInput
+from pnl.errors import BadInput, DatabaseUnavailable
 from pnl.queries import sql
 
 MAX_RECORDED_FAILURES = 100
+
+# Faults that fail one chunk but not the run: the connection broke, the server
+# cancelled a statement (statement_timeout, lock_timeout, admin), and so on.
+DB_FAULTS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 @dataclass(frozen=True)
@@ -31,7 +42,7 @@ class BatchOptions:
     chunk_size: int = 1000
     lease: timedelta = timedelta(minutes=15)
     # Test-only: seconds to sleep after claiming a chunk, before finalizing it
-    # (lets tests kill or race a run while it holds claims).
+    # (lets tests kill, signal or race a run while it holds claims).
     pause_after_claim_s: float = 0.0
 
 
@@ -39,6 +50,22 @@ class BatchOptions:
 class Failure:
     portfolio_id: int
     reason: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claiming one chunk gave this run."""
+
+    owned: list[int]                   # claimed now or taken over: ours to finalize
+    reclaimed: int                     # of which taken over from a run whose lease expired
+    blocked: list[Failure]             # not claimed: a later complete snapshot exists
+
+
+@dataclass(frozen=True)
+class Finalized:
+    done: list[int]
+    failed: list[Failure]
+    lost: list[int]                    # owned, but another run took the claim over
 
 
 @dataclass
@@ -74,69 +101,123 @@ class RunResult:
 ProgressFn = Callable[[int, int], None]
 
 
+# ---------------------------------------------------------------- one chunk, step by step
+async def claim_chunk(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int],
+                      lease: timedelta) -> Claim:
+    """Take over expired claims, then claim free slots (two short statements)."""
+    taken = await conn.fetch(sql("batch/take_over_expired_claims"), run_id, day, ids, lease)
+    row = await conn.fetchrow(sql("batch/claim_slots"), run_id, day, ids, lease)
+    reclaimed = {r["portfolio_id"] for r in taken}
+    blocked = [
+        Failure(pid, f"has a complete snapshot on {later.isoformat()}, after {day.isoformat()}: "
+                     "processing an earlier date now would break its equity chain")
+        for pid, later in zip(row["blocked_ids"], row["blocked_dates"], strict=True)
+    ]
+    return Claim(sorted(reclaimed | set(row["claimed_ids"])), len(reclaimed), blocked)
+
+
+async def renew_leases(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int],
+                       lease: timedelta) -> list[int]:
+    """Extend our unfinished claims; returns the ones we still hold."""
+    return sorted(r["portfolio_id"] for r in await conn.fetch(sql("batch/renew_leases"), run_id, day, ids, lease))
+
+
+async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned: list[int]) -> Finalized:
+    """Compute and finalize, fenced on run_id, in one statement (one transaction)."""
+    row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned)
+    failed = [
+        Failure(pid, f"no close price on or before {day.isoformat()} for {symbols}; claim released")
+        for pid, symbols in zip(row["failed_ids"], row["failed_symbols"], strict=True)
+    ]
+    settled = set(row["finalized_ids"]) | set(row["failed_ids"])
+    return Finalized(list(row["finalized_ids"]), failed, [p for p in owned if p not in settled])
+
+
+async def release_claims(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int]) -> list[int]:
+    """Delete this run's unfinished claims among ids (never anyone else's)."""
+    return [r["portfolio_id"] for r in await conn.fetch(sql("batch/release_claims"), run_id, day, ids)]
+
+
+# ---------------------------------------------------------------- a whole run
 def _outcome(result: RunResult) -> str:
     if result.failed == 0:
         return "succeeded"
     return "partial" if result.processed else "failed"
 
 
-async def _check_portfolios(conn: asyncpg.Connection, ids: tuple[int, ...] | None) -> None:
-    if ids is None:
-        return
-    unknown = [r["id"] for r in await conn.fetch(sql("batch/find_unknown_portfolios"), list(ids))]
-    if unknown:
-        raise BadInput(f"unknown portfolio id(s): {', '.join(map(str, unknown))}")
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-async def _record(conn: asyncpg.Connection, r: RunResult, final: bool) -> None:
-    counts = (r.processed, r.skipped, r.failed, r.reclaimed, r.lost)
-    if final:
-        failures = json.dumps(
-            [{"portfolio_id": f.portfolio_id, "reason": f.reason} for f in r.failures[:MAX_RECORDED_FAILURES]]
-        )
-        await conn.execute(sql("runs/finish_run"), r.run_id, r.status, *counts, failures)
-    else:
-        await conn.execute(sql("runs/record_progress"), r.run_id, *counts)
-
-
-async def _process_chunk(
-    conn: asyncpg.Connection, result: RunResult, day: date, ids: list[int], opts: BatchOptions
-) -> None:
+async def _process_chunk(pool: asyncpg.Pool, result: RunResult, day: date, ids: list[int],
+                         opts: BatchOptions) -> None:
     run_id = result.run_id
-    taken = await conn.fetch(sql("batch/take_over_expired_claims"), run_id, day, ids, opts.lease)
-    claim = await conn.fetchrow(sql("batch/claim_slots"), run_id, day, ids, opts.lease)
-    reclaimed = {r["portfolio_id"] for r in taken}
-    owned = sorted(reclaimed | set(claim["claimed_ids"]))
-    for pid, later in zip(claim["blocked_ids"], claim["blocked_dates"], strict=False):
-        result.failures.append(
-            Failure(pid, f"has a complete snapshot on {later.isoformat()}, after {day.isoformat()}: "
-                         "processing an earlier date now would break its equity chain")
-        )
-    result.failed += len(claim["blocked_ids"])
-    result.reclaimed += len(reclaimed)
-    result.skipped += len(ids) - len(owned) - len(claim["blocked_ids"])
-    if not owned:
-        return
-    if opts.pause_after_claim_s:
-        await asyncio.sleep(opts.pause_after_claim_s)
+    owned: list[int] = []
     try:
-        row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned)
-    except asyncpg.PostgresError as exc:
-        # The statement rolled back as a whole: nothing of this chunk was
-        # written. Give its claims back so the next run need not wait.
-        await conn.fetch(sql("batch/release_claims"), run_id, day, owned)
-        reason = f"chunk failed, claims released: {str(exc).splitlines()[0]}"
-        result.failures.extend(Failure(pid, reason) for pid in owned)
-        result.failed += len(owned)
+        async with pool.acquire() as conn:
+            claim = await claim_chunk(conn, run_id, day, ids, opts.lease)
+            result.reclaimed += claim.reclaimed
+            result.failures.extend(claim.blocked)
+            result.failed += len(claim.blocked)
+            result.skipped += len(ids) - len(claim.owned) - len(claim.blocked)
+            if not claim.owned:
+                return
+            claimed_at = time.monotonic()
+            owned = claim.owned
+            if opts.pause_after_claim_s:
+                await asyncio.sleep(opts.pause_after_claim_s)
+            if time.monotonic() - claimed_at > opts.lease.total_seconds() / 3:
+                # We have held the claims a while: renew, and learn which are still ours.
+                still = await renew_leases(conn, run_id, day, owned, opts.lease)
+                result.lost += len(owned) - len(still)
+                owned = still
+                if not owned:
+                    return
+            fin = await finalize_chunk(conn, run_id, day, owned)
+    except DB_FAULTS as exc:
+        # The finalize statement is atomic: nothing of this chunk was written.
+        # Give back whatever this run still holds of it, on a fresh connection.
+        # (A fault while claiming leaves us unsure which we own: report the chunk.)
+        owned_ids = owned or ids
+        try:
+            async with pool.acquire() as conn:
+                await release_claims(conn, run_id, day, ids)
+            note = "claims released"
+        except DB_FAULTS:
+            note = "claims left to expire with their lease"
+        reason = f"chunk failed ({_first_line(exc)}); {note}"
+        result.failures.extend(Failure(pid, reason) for pid in owned_ids)
+        result.failed += len(owned_ids)
         return
-    finalized = row["finalized_ids"]
-    result.processed += len(finalized)
-    for pid, symbols in zip(row["failed_ids"], row["failed_symbols"], strict=False):
-        result.failures.append(
-            Failure(pid, f"no close price on or before {day.isoformat()} for {symbols}; claim released")
-        )
-    result.failed += len(row["failed_ids"])
-    result.lost += len(owned) - len(finalized) - len(row["failed_ids"])
+    result.processed += len(fin.done)
+    result.failures.extend(fin.failed)
+    result.failed += len(fin.failed)
+    result.lost += len(fin.lost)
+
+
+async def _record(pool: asyncpg.Pool, r: RunResult, final: bool) -> None:
+    counts = (r.processed, r.skipped, r.failed, r.reclaimed, r.lost)
+    async with pool.acquire() as conn:
+        if final:
+            failures = json.dumps(
+                [{"portfolio_id": f.portfolio_id, "reason": f.reason} for f in r.failures[:MAX_RECORDED_FAILURES]]
+            )
+            await conn.execute(sql("runs/finish_run"), r.run_id, r.status, *counts, failures)
+        else:
+            await conn.execute(sql("runs/record_progress"), r.run_id, *counts)
+
+
+async def _start(pool: asyncpg.Pool, day: date, opts: BatchOptions) -> tuple[RunResult, list[int] | None]:
+    async with pool.acquire() as conn:
+        filter_ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
+        if filter_ids is not None:
+            unknown = [r["id"] for r in await conn.fetch(sql("batch/find_unknown_portfolios"), filter_ids)]
+            if unknown:
+                raise BadInput(f"unknown portfolio id(s): {', '.join(map(str, unknown))}")
+        total = await conn.fetchval(sql("batch/count_portfolios"), filter_ids)
+        run = await conn.fetchrow(sql("runs/start_run"), day, socket.gethostname(), os.getpid())
+    return RunResult(run_id=run["id"], date=day, total=total), filter_ids
 
 
 async def run_batch(
@@ -144,39 +225,46 @@ async def run_batch(
     day: date,
     opts: BatchOptions = BatchOptions(),
     on_progress: ProgressFn | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunResult:
-    """Run the batch for one date over all (or the given) portfolios."""
+    """Run the batch for one date over all (or the given) portfolios.
+
+    `stop`, once set, ends the run after the chunk in flight ('interrupted').
+    """
     started = time.monotonic()
-    async with pool.acquire() as conn:
-        await _check_portfolios(conn, opts.portfolio_ids)
-        filter_ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
-        total = await conn.fetchval(sql("batch/count_portfolios"), filter_ids)
-        run = await conn.fetchrow(sql("runs/start_run"), day, socket.gethostname(), os.getpid())
-        result = RunResult(run_id=run["id"], date=day, total=total)
-        done, last_id = 0, 0
-        try:
-            while True:
-                ids = [r["id"] for r in await conn.fetch(
-                    sql("batch/list_portfolio_chunk"), last_id, filter_ids, opts.chunk_size)]
-                if not ids:
-                    break
-                last_id = ids[-1]
-                await _process_chunk(conn, result, day, ids, opts)
-                await _record(conn, result, final=False)
-                done += len(ids)
-                if on_progress:
-                    on_progress(done, total)
-        except BaseException:
-            result.status = "failed"
-            result.seconds = time.monotonic() - started
+    result, filter_ids = await _start(pool, day, opts)
+    done, last_id = 0, 0
+    try:
+        while not (stop and stop.is_set()):
             try:
-                await _record(conn, result, final=True)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                pass
-            raise
-        result.status = _outcome(result)
+                async with pool.acquire() as conn:
+                    ids = [r["id"] for r in await conn.fetch(
+                        sql("batch/list_portfolio_chunk"), last_id, filter_ids, opts.chunk_size)]
+            except DB_FAULTS as exc:
+                raise DatabaseUnavailable(f"lost the database mid-run (run #{result.run_id}): "
+                                          f"{_first_line(exc)}; unfinished claims expire with their lease") from None
+            if not ids:
+                break
+            last_id = ids[-1]
+            await _process_chunk(pool, result, day, ids, opts)
+            done += len(ids)
+            try:
+                await _record(pool, result, final=False)
+            except DB_FAULTS:
+                pass  # progress is informational; the next chunk will say whether the database is gone
+            if on_progress:
+                on_progress(done, result.total)
+        result.status = "interrupted" if stop and stop.is_set() else _outcome(result)
+    except BaseException:
+        result.status = "interrupted" if stop and stop.is_set() else "failed"
         result.seconds = time.monotonic() - started
-        await _record(conn, result, final=True)
+        try:
+            await asyncio.shield(_record(pool, result, final=True))
+        except BaseException:  # best effort: the run is already failing
+            pass
+        raise
+    result.seconds = time.monotonic() - started
+    await _record(pool, result, final=True)
     return result
 
 
@@ -191,18 +279,22 @@ async def backfill(
     last: date,
     opts: BatchOptions = BatchOptions(),
     on_date: Callable[[RunResult], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> tuple[list[RunResult], date | None]:
     """Run every date in [first, last] that has prices, in order.
 
     Stops after the first date on which a portfolio failed (running later dates
-    first would leave that date unfillable); returns the runs and that date.
+    first would leave that date unfillable), or when `stop` is set; returns the
+    runs and the date it stopped at.
     """
     results: list[RunResult] = []
     for day in await price_dates(pool, first, last):
-        result = await run_batch(pool, day, opts)
+        if stop and stop.is_set():
+            return results, day
+        result = await run_batch(pool, day, opts, stop=stop)
         results.append(result)
         if on_date:
             on_date(result)
-        if result.failed:
+        if result.failed or result.status == "interrupted":
             return results, day
     return results, None
