@@ -122,12 +122,24 @@ async def renew_leases(conn: asyncpg.Connection, run_id: int, day: date, ids: li
     return sorted(r["portfolio_id"] for r in await conn.fetch(sql("batch/renew_leases"), run_id, day, ids, lease))
 
 
+FAILURE_REASONS = {
+    "missing_price": "no close price on or before {day} for {detail}; claim released",
+    "later_snapshot": "has a complete snapshot on {detail}, after {day}: finishing {day} now would break "
+                      "its equity chain; claim released",
+    "earlier_unfinished": "its snapshot for {detail} (before {day}) is claimed but unfinished; "
+                          "claim released: run {day} again once {detail} is done",
+}
+
+
 async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned: list[int]) -> Finalized:
-    """Compute and finalize, fenced on run_id, in one statement (one transaction)."""
-    row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned)
+    """Compute and finalize, fenced on run_id, in one short transaction: lock the
+    portfolios (id order), then one statement writes snapshots and equity."""
+    async with conn.transaction():
+        await conn.fetch(sql("batch/lock_portfolios"), owned)
+        row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned)
     failed = [
-        Failure(pid, f"no close price on or before {day.isoformat()} for {symbols}; claim released")
-        for pid, symbols in zip(row["failed_ids"], row["failed_symbols"], strict=True)
+        Failure(pid, FAILURE_REASONS[kind].format(day=day.isoformat(), detail=detail))
+        for pid, kind, detail in zip(row["failed_ids"], row["failed_kinds"], row["failed_details"], strict=True)
     ]
     settled = set(row["finalized_ids"]) | set(row["failed_ids"])
     return Finalized(list(row["finalized_ids"]), failed, [p for p in owned if p not in settled])

@@ -73,7 +73,7 @@ def test_a_run_that_lost_its_claim_finalizes_nothing(db: Db) -> None:
     taken = call(db, "batch/take_over_expired_claims", 2, DAY, [pid], timedelta(minutes=15))
     assert taken == [(pid, 1)]
     zombie = call(db, "batch/finalize_claimed", 1, DAY, [pid])[0]
-    assert zombie == ([], [], [], 0)
+    assert zombie == ([], [], [], [], 0)
     assert db.one("SELECT is_complete, batch_run_id FROM portfolio_snapshots WHERE portfolio_id = %s", pid) \
         == (False, 2)
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == D(100)
@@ -81,5 +81,5 @@ def test_a_run_that_lost_its_claim_finalizes_nothing(db: Db) -> None:
     assert winner[0] == [pid]
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == D("110.0000")
     # And the zombie, trying again after the winner finished, still changes nothing.
-    assert call(db, "batch/finalize_claimed", 1, DAY, [pid])[0] == ([], [], [], 0)
+    assert call(db, "batch/finalize_claimed", 1, DAY, [pid])[0] == ([], [], [], [], 0)
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 1

@@ -55,3 +55,43 @@ def test_eight_processes_same_date_apply_each_portfolio_exactly_once(db: Db) -> 
         chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], DAYS)
         assert [navs[(pid, s.day)] for s in chain] == [s.nav for s in chain], pid
         assert equity[pid] == chain[-1].nav, pid
+
+
+def test_sixteen_processes_with_random_kills_then_one_final_run(db: Db) -> None:
+    import random
+    import signal
+    import time
+
+    from tests.procs import finish, start_batch
+    day = DAYS[0]
+    book = random_book(db.conn, n_portfolios=2000, days=[day], n_symbols=200, seed=11)
+    rng = random.Random(2026)
+    procs = [start_batch(db.dsn, "--date", day.isoformat(), "--chunk-size", "50", "--lease", "2s", pause=0.05)
+             for _ in range(16)]
+    victims = rng.sample(range(16), 5)
+    kill_at = sorted((rng.uniform(0.3, 1.5), v) for v in victims)
+    t0 = time.monotonic()
+    for at, v in kill_at:
+        time.sleep(max(0.0, at - (time.monotonic() - t0)))
+        procs[v].send_signal(signal.SIGKILL)
+    survivors = []
+    for i, p in enumerate(procs):
+        code, out, err = finish(p, timeout=300)
+        if i in victims:
+            assert code in (0, -signal.SIGKILL), err    # a victim may have finished before its kill
+        else:
+            assert code == 0, err
+            survivors.append(out)
+    assert sum(o["processed"] for o in survivors) <= 2000
+    time.sleep(2.1)                                       # let the victims' leases expire
+    code, final, err = finish(start_batch(db.dsn, "--date", day.isoformat()))
+    assert code == 0, err
+    assert final is not None and final["failed"] == 0
+    print("final run:", final["processed"], "processed,", final["reclaimed"], "reclaimed")
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE NOT is_complete") == 0
+    rows = db.all("SELECT portfolio_id, count(*), bool_and(is_complete) FROM portfolio_snapshots GROUP BY 1")
+    assert len(rows) == 2000 and all(n == 1 and ok for _, n, ok in rows)
+    equity = dict(db.all("SELECT id, equity_balance FROM portfolios"))
+    for pid, balance in book.balances.items():
+        chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], [day])
+        assert equity[pid] == chain[-1].nav, pid

@@ -1,6 +1,8 @@
 -- finalize_claimed: compute and finalize the snapshots this run has claimed,
 -- for one chunk of portfolios, in one statement (so in one transaction:
 -- snapshot values, is_complete and equity change together or not at all).
+-- Run it right after batch/lock_portfolios.sql, in the same transaction, so
+-- that it sees every earlier date of these portfolios finished or not.
 --
 -- Rules, for portfolio p on date D ($2):
 --   B       = date of p's latest complete snapshot before D (with a NAV);
@@ -17,17 +19,23 @@
 --   exposure from positions open at D (exit_date null or > D) at the latest
 --   close <= D: long_value = sum of positive values, short_value = sum of
 --   negative values (a negative number), gross = long - short, net = long + short.
--- A portfolio with an alive position that needs a close <= D and has none
--- fails: its claim is deleted (released) and the symbols are returned.
+--
+-- A portfolio fails, and its claim is deleted (released), when
+--   'missing_price'      an alive position needs a close <= D and has none
+--                        (detail: the symbols);
+--   'later_snapshot'     it has a complete snapshot after D (detail: that date):
+--                        finishing D now would fork its equity chain;
+--   'earlier_unfinished' an earlier date is claimed but unfinished (detail:
+--                        that date): D's opening equity is not known yet.
 --
 -- Fencing: rows are written only WHERE batch_run_id = $1 AND NOT is_complete.
 -- A run whose claim was taken over (its lease expired) writes nothing; its
 -- portfolios are neither in finalized_ids nor in failed_ids: they are "lost".
--- Equity is SET to the new NAV, and only if no later complete snapshot exists.
+-- Equity is SET to the new NAV.
 --
 -- $1 run id (bigint)   $2 snapshot date (date)   $3 claimed portfolio ids (bigint[])
 -- Returns one row: finalized_ids bigint[], failed_ids bigint[],
---                  failed_symbols text[] (comma-separated symbols per failed id)
+--                  failed_kinds text[], failed_details text[] (aligned by position)
 WITH claimed AS (
     SELECT s.portfolio_id
       FROM portfolio_snapshots AS s
@@ -35,6 +43,21 @@ WITH claimed AS (
        AND s.portfolio_id = ANY($3::bigint[])
        AND s.batch_run_id = $1::bigint
        AND NOT s.is_complete
+),
+out_of_order AS (
+    SELECT c.portfolio_id,
+           CASE WHEN later.d IS NOT NULL THEN 'later_snapshot' ELSE 'earlier_unfinished' END AS kind,
+           COALESCE(later.d, earlier.d)::text AS detail
+      FROM claimed AS c
+      LEFT JOIN LATERAL (
+            SELECT min(ps.snapshot_date) AS d FROM portfolio_snapshots AS ps
+             WHERE ps.portfolio_id = c.portfolio_id AND ps.snapshot_date > $2::date AND ps.is_complete
+           ) AS later ON true
+      LEFT JOIN LATERAL (
+            SELECT max(ps.snapshot_date) AS d FROM portfolio_snapshots AS ps
+             WHERE ps.portfolio_id = c.portfolio_id AND ps.snapshot_date < $2::date AND NOT ps.is_complete
+           ) AS earlier ON true
+     WHERE later.d IS NOT NULL OR earlier.d IS NOT NULL
 ),
 base AS (
     SELECT c.portfolio_id,
@@ -122,10 +145,12 @@ computed AS (
            round(COALESCE(pp.long_value, 0), 4)            AS long_value,
            round(COALESCE(pp.short_value, 0), 4)           AS short_value,
            COALESCE(pp.num_positions, 0)                   AS num_positions,
-           pp.missing_symbols
+           COALESCE(oo.kind, CASE WHEN pp.missing_symbols IS NOT NULL THEN 'missing_price' END) AS failure_kind,
+           COALESCE(oo.detail, pp.missing_symbols)         AS failure_detail
       FROM base AS b
       LEFT JOIN per_portfolio AS pp ON pp.portfolio_id = b.portfolio_id
       LEFT JOIN flows AS fl ON fl.portfolio_id = b.portfolio_id
+      LEFT JOIN out_of_order AS oo ON oo.portfolio_id = b.portfolio_id
 ),
 finalized AS (
     UPDATE portfolio_snapshots AS s
@@ -149,7 +174,7 @@ finalized AS (
        AND s.snapshot_date = $2::date
        AND s.batch_run_id = $1::bigint
        AND NOT s.is_complete
-       AND c.missing_symbols IS NULL
+       AND c.failure_kind IS NULL
     RETURNING s.portfolio_id, s.net_asset_value
 ),
 equity AS (
@@ -157,11 +182,6 @@ equity AS (
        SET equity_balance = f.net_asset_value
       FROM finalized AS f
      WHERE pf.id = f.portfolio_id
-       AND NOT EXISTS (
-            SELECT 1 FROM portfolio_snapshots AS later
-             WHERE later.portfolio_id = f.portfolio_id
-               AND later.snapshot_date > $2::date
-               AND later.is_complete)
     RETURNING pf.id
 ),
 released AS (
@@ -171,12 +191,15 @@ released AS (
        AND s.snapshot_date = $2::date
        AND s.batch_run_id = $1::bigint
        AND NOT s.is_complete
-       AND c.missing_symbols IS NOT NULL
+       AND c.failure_kind IS NOT NULL
     RETURNING s.portfolio_id
 )
 SELECT ARRAY(SELECT f.portfolio_id FROM finalized AS f ORDER BY 1)::bigint[] AS finalized_ids,
        ARRAY(SELECT r.portfolio_id FROM released AS r ORDER BY 1)::bigint[]  AS failed_ids,
-       ARRAY(SELECT c.missing_symbols FROM released AS r
+       ARRAY(SELECT c.failure_kind FROM released AS r
                JOIN computed AS c ON c.portfolio_id = r.portfolio_id
-              ORDER BY r.portfolio_id)::text[]                                AS failed_symbols,
+              ORDER BY r.portfolio_id)::text[]                                AS failed_kinds,
+       ARRAY(SELECT c.failure_detail FROM released AS r
+               JOIN computed AS c ON c.portfolio_id = r.portfolio_id
+              ORDER BY r.portfolio_id)::text[]                                AS failed_details,
        (SELECT count(*) FROM equity)                                          AS equity_updated;
