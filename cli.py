@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
-from pnl import __version__, batch, cleanup, migrate, status
+from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, verify
 from pnl.db import DbSettings, check_dsn, connect_pool, redact
 from pnl.errors import BadInput, PnlError
 
@@ -441,6 +441,191 @@ def cleanup_cmd(ctx: Context, older_than: timedelta, day: date | None, dry_run: 
         emit_json({"dry_run": False, "claims": found, "deleted": len(deleted)})
     else:
         click.echo(f"deleted {len(deleted)} unfinished claim(s) older than {older_than}{where}")
+
+
+@cli.command("dedupe")
+@click.option("--dry-run", is_flag=True, help="Show the groups, the row kept and the rows to delete; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+              help="Duplicate groups per transaction (an interrupted dedupe resumes where it stopped).")
+@click.option("--restore", "restore_run", type=click.IntRange(min=1), metavar="RUN_ID",
+              help="Put back every row dedupe run RUN_ID deleted (before the unique constraint exists).")
+@json_option
+@click.pass_obj
+def dedupe_cmd(ctx: Context, dry_run: bool, yes: bool, batch_size: int, restore_run: int | None,
+               as_json: bool) -> None:
+    """Delete duplicate snapshots left by the legacy batch, archiving every one.
+
+    For each (portfolio, date) with several rows it keeps one: a complete row,
+    then a non-zero NAV, then the EARLIEST created (the first run, computed
+    before any compounding), then the lowest id. Every deleted row is archived
+    whole in snapshot_dedupe_audit in the same transaction; `--restore RUN_ID`
+    puts a run's rows back. Works before the idempotency migration (that is
+    what it is for): `pnl migrate` stops there until duplicates are gone.
+    """
+    if restore_run is not None:
+        confirm_or_refuse(yes, f"Put back every snapshot dedupe run #{restore_run} deleted?")
+        restored = with_pool(ctx, lambda pool: dedupe.restore(pool, restore_run), require_schema=False)
+        if as_json:
+            emit_json({"restored": restored, "run_id": restore_run})
+        else:
+            click.echo(f"restored {restored} snapshot row(s) of dedupe run #{restore_run}"
+                       if restored else f"nothing to restore: dedupe run #{restore_run} is already restored")
+        return
+    if dry_run:
+        plan = with_pool(ctx, lambda pool: dedupe.dedupe(pool, batch_size, dry_run=True), require_schema=False)
+        if as_json:
+            emit_json(plan.to_json())
+        else:
+            _render_dedupe_plan(plan)
+        return
+    groups, extra, portfolios = with_pool(ctx, dedupe.summary, require_schema=False)
+    if not groups:
+        if as_json:
+            emit_json(dedupe.DedupeResult(run_id=None, dry_run=False).to_json())
+        else:
+            click.echo("no duplicate snapshots: nothing to do")
+        return
+    if not as_json:
+        click.echo(f"{groups} duplicate group(s) in {portfolios} portfolio(s): {extra} row(s) to archive and "
+                   "delete (review them first with --dry-run)")
+    confirm_or_refuse(yes, f"Archive and delete {extra} duplicate snapshot row(s)?")
+    progress = Progress("dedupe", enabled=not as_json)
+    try:
+        result = with_pool(ctx, lambda pool: dedupe.dedupe(pool, batch_size, dry_run=False, on_batch=progress),
+                           require_schema=False)
+    finally:
+        progress.close()
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo(f"dedupe run #{result.run_id}: deleted {result.deleted} row(s) in {result.groups} group(s), "
+                   f"archived in snapshot_dedupe_audit (undo: pnl dedupe --restore {result.run_id})")
+        if result.remaining_groups:
+            click.echo(f"{result.remaining_groups} duplicate group(s) appeared meanwhile: run pnl dedupe again",
+                       err=True)
+        else:
+            click.echo("no duplicates remain; next: pnl migrate")
+        click.echo(f"equity chains of these portfolios are suspect (check with pnl verify, fix with "
+                   f"pnl repair --all-broken): {_id_list(result.portfolios)}")
+    sys.exit(1 if result.remaining_groups else 0)
+
+
+def _id_list(ids: set[int], most: int = 30) -> str:
+    shown = ", ".join(map(str, sorted(ids)[:most]))
+    return shown + (f" ... ({len(ids)} in all)" if len(ids) > most else "")
+
+
+def _render_dedupe_plan(plan: dedupe.DedupeResult) -> None:
+    if not plan.deleted:
+        click.echo("no duplicate snapshots: nothing to do")
+        return
+    click.echo(f"dry run: {plan.groups} duplicate group(s) in {len(plan.portfolios)} portfolio(s); "
+               f"{plan.deleted} row(s) would be archived and deleted; nothing was changed")
+    shown = 0
+    current = None
+    for r in plan.rows:
+        key = (r.portfolio_id, r.snapshot_date)
+        if key != current:
+            if shown == 20:
+                click.echo(f"  ... {plan.groups - shown} more group(s) (--json lists them)")
+                break
+            current, shown = key, shown + 1
+            click.echo(f"  portfolio {r.portfolio_id} on {r.snapshot_date}: keep #{r.kept_snapshot_id} "
+                       f"(NAV {r.kept_nav}, created {r.kept_created_at:%Y-%m-%d %H:%M:%S})")
+        click.echo(f"      delete #{r.deleted_snapshot_id} (NAV {r.deleted_nav}, "
+                   f"created {r.deleted_created_at:%Y-%m-%d %H:%M:%S})")
+
+
+@cli.command("verify")
+@json_option
+@click.pass_obj
+def verify_cmd(ctx: Context, as_json: bool) -> None:
+    """Run every health check in sql/verify/ (the same files a DBA runs with psql -f).
+
+    Each check returns the offending rows; zero rows everywhere = healthy.
+    Exits 1 when any check finds rows (or cannot run on this schema yet).
+    """
+    results = with_pool(ctx, verify.run_checks, require_schema=False)
+    healthy = all(r.healthy for r in results)
+    if as_json:
+        emit_json({"healthy": healthy, "checks": [r.to_json() for r in results]})
+    else:
+        width = max(len(r.name) for r in results)
+        click.echo(f"{'check':<{width}}  rows  first examples")
+        for r in results:
+            if r.error:
+                click.echo(f"{r.name:<{width}}     -  {r.error}")
+                continue
+            example = "; ".join(", ".join(f"{k}={v}" for k, v in list(e.items())[:4]) for e in r.examples[:2])
+            click.echo(f"{r.name:<{width}}  {r.rows:>4}  {example if r.rows else 'ok'}")
+        click.echo("healthy" if healthy else "NOT healthy: each check's header in sql/verify/ says what to do")
+    sys.exit(0 if healthy else 1)
+
+
+@cli.command("repair")
+@click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
+              help="The portfolio to repair (repeatable).")
+@click.option("--from", "from_date", type=DATE, help="Recompute this date and every later snapshot.")
+@click.option("--all-broken", is_flag=True,
+              help="Repair every portfolio the chain and equity checks flag, from its first broken date.")
+@click.option("--dry-run", is_flag=True, help="Print old vs new NAV per date; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@json_option
+@click.pass_obj
+def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None, all_broken: bool,
+               dry_run: bool, yes: bool, as_json: bool) -> None:
+    """Replay a portfolio's equity chain from its last good snapshot before --from.
+
+    The anchor's NAV is trusted; every snapshot from --from on is recomputed
+    with the batch's own P&L rules, and equity is set to the last NAV. The old
+    rows are archived in snapshot_repair_audit in the same transaction, and the
+    whole repair is one transaction: it applies completely or not at all.
+    """
+    if all_broken == bool(portfolio):
+        raise click.UsageError("give --portfolio ID --from DATE, or --all-broken")
+    if portfolio and from_date is None:
+        raise click.UsageError("--portfolio needs --from DATE")
+
+    async def plan(pool: asyncpg.Pool) -> dict[int, date]:
+        if not all_broken:
+            return {p: from_date for p in portfolio}  # type: ignore[misc]
+        async with pool.acquire() as conn:
+            return {p: d for p, (d, _) in (await verify.flagged_chain_portfolios(conn)).items()}
+
+    targets = with_pool(ctx, plan)
+    if not targets:
+        if as_json:
+            emit_json(repair.RepairResult(dry_run=dry_run).to_json())
+        else:
+            click.echo("nothing to repair: no portfolio is flagged by the chain or equity checks")
+        return
+    preview = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=True))
+    if dry_run:
+        _render_repair(preview, as_json)
+        return
+    if not as_json:
+        click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(targets)} portfolio(s), "
+                   f"{preview.changed} with a different NAV (see them first with --dry-run)")
+    confirm_or_refuse(yes, "Apply the repair?")
+    result = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=False))
+    _render_repair(result, as_json)
+
+
+def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(r.to_json())
+        return
+    head = ("dry run, nothing changed" if r.dry_run
+            else f"repair run #{r.rescue_run_id}, old rows in snapshot_repair_audit")
+    click.echo(f"{head}: {len(r.changes)} snapshot(s), {r.changed} NAV(s) changed")
+    for c in r.changes[:50]:
+        mark = "" if c.old_nav == c.new_nav else "  *"
+        click.echo(f"  portfolio {c.portfolio_id} {c.snapshot_date}: NAV {c.old_nav} -> {c.new_nav}{mark}")
+    if len(r.changes) > 50:
+        click.echo(f"  ... and {len(r.changes) - 50} more (--json lists them all)")
+    for pid, (old, new) in sorted(r.equity.items())[:50]:
+        click.echo(f"  portfolio {pid} equity: {old} -> {new}")
 
 
 def _dsn_or_fail(ctx: Context) -> str:

@@ -6,7 +6,7 @@
 --      claim inserts false explicitly. A constant default on PostgreSQL >= 11
 --      is a catalog-only change: no table rewrite.
 -- One transaction: on any failure nothing of it remains.
--- depends: 0002_operations
+-- depends: 0002b_rescue_audit
 -- transactional: true
 
 SET lock_timeout = '5s';

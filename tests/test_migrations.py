@@ -5,8 +5,8 @@ from __future__ import annotations
 from pnl import MIGRATIONS_DIR
 from tests.conftest import Db, run_cli
 
-ALL = ["0001_baseline", "0002_operations", "0003_idempotency_precheck",
-       "0004_snapshot_indexes_concurrently", "0005_unique_snapshot_constraint"]
+ALL = ["0001_baseline", "0002_operations", "0002b_rescue_audit", "0003_idempotency_precheck",
+       "0004_snapshot_indexes_concurrently", "0005_unique_snapshot_constraint", "0006_drop_redundant_snapshot_index"]
 
 
 def fingerprint(db: Db) -> dict[str, list[tuple]]:
@@ -45,9 +45,9 @@ def test_migrate_rollback_migrate_gives_the_same_schema(empty_db: Db) -> None:
     assert ("portfolio_snapshots", "uq_portfolio_snapshot_date", "UNIQUE (portfolio_id, snapshot_date)") \
         in full["constraints"]
 
-    res = run_cli("rollback", "--to", "0002", "--yes", dsn=empty_db.dsn)
+    res = run_cli("rollback", "--to", "0002b", "--yes", dsn=empty_db.dsn)
     assert res.code == 0, res.err
-    assert applied(empty_db) == ALL[:2]
+    assert applied(empty_db) == ALL[:3]
     partial = fingerprint(empty_db)
     assert not any(c[1] == "uq_portfolio_snapshot_date" for c in partial["constraints"])
     assert not any(c[1] == "is_complete" for c in partial["columns"])
@@ -61,7 +61,7 @@ def test_migrate_rollback_migrate_gives_the_same_schema(empty_db: Db) -> None:
 
 def test_rollback_without_yes_and_without_a_terminal_refuses(empty_db: Db) -> None:
     assert run_cli("migrate", dsn=empty_db.dsn).code == 0
-    res = run_cli("rollback", "--to", "0002", dsn=empty_db.dsn)
+    res = run_cli("rollback", "--to", "0002b", dsn=empty_db.dsn)
     assert res.code == 1 and "--yes" in res.err
     assert applied(empty_db) == ALL
 
@@ -76,7 +76,7 @@ def seed_duplicates(db: Db) -> None:
 
 
 def test_precheck_refuses_duplicates_and_changes_nothing(empty_db: Db) -> None:
-    assert run_cli("migrate", "--to", "0002", dsn=empty_db.dsn).code == 0
+    assert run_cli("migrate", "--to", "0002b", dsn=empty_db.dsn).code == 0
     seed_duplicates(empty_db)
     schema_before = fingerprint(empty_db)
     rows_before = empty_db.all("SELECT * FROM portfolio_snapshots ORDER BY id")
@@ -87,7 +87,7 @@ def test_precheck_refuses_duplicates_and_changes_nothing(empty_db: Db) -> None:
     assert "2 (portfolio_id, snapshot_date) groups" in res.err
     assert "e.g. portfolio 1 on 2026-01-05 has 3 rows" in res.err
     assert "pnl dedupe" in res.err and "Nothing was changed" in res.err
-    assert applied(empty_db) == ALL[:2]
+    assert applied(empty_db) == ALL[:3]
     assert fingerprint(empty_db) == schema_before
     assert empty_db.all("SELECT * FROM portfolio_snapshots ORDER BY id") == rows_before
 
@@ -118,7 +118,7 @@ def test_rerun_after_a_failed_concurrent_index_build(empty_db: Db) -> None:
                            ) is False
     res = run_cli("migrate", dsn=empty_db.dsn)
     assert res.code == 1 and "duplicate snapshots" in res.err
-    assert applied(empty_db) == ALL[:3]
+    assert applied(empty_db) == ALL[:4]
 
     empty_db.execute("DELETE FROM portfolio_snapshots WHERE id NOT IN"
                      " (SELECT min(id) FROM portfolio_snapshots GROUP BY portfolio_id, snapshot_date)")
