@@ -97,12 +97,13 @@ def run_async(work: Awaitable[T]) -> T:
         raise _fail(f"database error: {first}", 1) from None
 
 
-def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_schema: bool = True) -> T:
+def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_schema: bool = True,
+              connections: int = 2) -> T:
     """Open a pool on the DSN, check the schema is current, run fn(pool)."""
 
     async def go() -> T:
         settings = DbSettings(dsn=check_dsn(ctx.dsn), statement_timeout_ms=ctx.statement_timeout_ms)
-        async with connect_pool(settings) as pool:
+        async with connect_pool(settings, max_size=connections) as pool:
             if require_schema:
                 async with pool.acquire() as conn:
                     await migrate.require_current(conn)
@@ -316,6 +317,8 @@ def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta
 
 
 def batch_common(f: Callable) -> Callable:
+    f = click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+                     help="Chunks in flight at once, each on its own database connection.")(f)
     f = click.option("--lease", type=DURATION, default="15m", show_default=True,
                      help="How long a claim stays ours; a run that dies is taken over after this.")(f)
     f = click.option("--chunk-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
@@ -341,7 +344,7 @@ def _render_run(r: batch.RunResult) -> None:
 @batch_common
 @click.pass_obj
 def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_size: int,
-                  lease: timedelta, as_json: bool) -> None:
+                  lease: timedelta, workers: int, as_json: bool) -> None:
     """Compute and store every portfolio's P&L snapshot for --date, exactly once.
 
     Each portfolio's slot is claimed first (INSERT ... ON CONFLICT DO NOTHING);
@@ -354,10 +357,10 @@ def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_siz
     stopper = Stopper()
 
     async def work(pool: asyncpg.Pool) -> batch.RunResult:
-        return await batch.run_batch(pool, day, opts, on_progress=progress, stop=stopper.arm())
+        return await batch.run_batch(pool, day, opts, on_progress=progress, stop=stopper.arm(), workers=workers)
 
     try:
-        result = with_pool(ctx, work)
+        result = with_pool(ctx, work, connections=workers + 1)
     finally:
         progress.close()
     if as_json:
@@ -373,7 +376,7 @@ def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_siz
 @batch_common
 @click.pass_obj
 def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[int, ...], chunk_size: int,
-                       lease: timedelta, as_json: bool) -> None:
+                       lease: timedelta, workers: int, as_json: bool) -> None:
     """Run the batch for each date in [--from, --to] that has prices, in order.
 
     Dates already done are skipped cheaply. Stops after the first date on which
@@ -386,9 +389,9 @@ def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[i
     stopper = Stopper()
 
     async def work(pool: asyncpg.Pool) -> tuple[list[batch.RunResult], date | None]:
-        return await batch.backfill(pool, first, last, opts, on_date=on_date, stop=stopper.arm())
+        return await batch.backfill(pool, first, last, opts, on_date=on_date, stop=stopper.arm(), workers=workers)
 
-    results, stopped_at = with_pool(ctx, work)
+    results, stopped_at = with_pool(ctx, work, connections=workers + 1)
     if as_json:
         emit_json({"from": first.isoformat(), "to": last.isoformat(), "dates": len(results),
                    "stopped_at": stopped_at.isoformat() if stopped_at else None,

@@ -232,32 +232,54 @@ async def _start(pool: asyncpg.Pool, day: date, opts: BatchOptions) -> tuple[Run
     return RunResult(run_id=run["id"], date=day, total=total), filter_ids
 
 
+class _Chunks:
+    """Hands out the run's chunks in portfolio-id order (keyset pagination),
+    one at a time, to however many workers share the run."""
+
+    def __init__(self, pool: asyncpg.Pool, filter_ids: list[int] | None, size: int, run_id: int) -> None:
+        self.pool, self.filter_ids, self.size, self.run_id = pool, filter_ids, size, run_id
+        self.last_id = 0
+        self.lock = asyncio.Lock()
+
+    async def next(self) -> list[int]:
+        async with self.lock:
+            try:
+                async with self.pool.acquire() as conn:
+                    ids = [r["id"] for r in await conn.fetch(
+                        sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids, self.size)]
+            except DB_FAULTS as exc:
+                raise DatabaseUnavailable(f"lost the database mid-run (run #{self.run_id}): {_first_line(exc)}; "
+                                          "unfinished claims expire with their lease") from None
+            if ids:
+                self.last_id = ids[-1]
+            return ids
+
+
 async def run_batch(
     pool: asyncpg.Pool,
     day: date,
     opts: BatchOptions = BatchOptions(),
     on_progress: ProgressFn | None = None,
     stop: asyncio.Event | None = None,
+    workers: int = 1,
 ) -> RunResult:
     """Run the batch for one date over all (or the given) portfolios.
 
-    `stop`, once set, ends the run after the chunk in flight ('interrupted').
+    `workers` chunks are in flight at once, each on its own connection (the
+    pool needs workers + 1 connections). `stop`, once set, ends the run after
+    the chunks in flight ('interrupted').
     """
     started = time.monotonic()
     result, filter_ids = await _start(pool, day, opts)
-    done, last_id = 0, 0
-    try:
+    chunks = _Chunks(pool, filter_ids, opts.chunk_size, result.run_id)
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
         while not (stop and stop.is_set()):
-            try:
-                async with pool.acquire() as conn:
-                    ids = [r["id"] for r in await conn.fetch(
-                        sql("batch/list_portfolio_chunk"), last_id, filter_ids, opts.chunk_size)]
-            except DB_FAULTS as exc:
-                raise DatabaseUnavailable(f"lost the database mid-run (run #{result.run_id}): "
-                                          f"{_first_line(exc)}; unfinished claims expire with their lease") from None
+            ids = await chunks.next()
             if not ids:
-                break
-            last_id = ids[-1]
+                return
             await _process_chunk(pool, result, day, ids, opts)
             done += len(ids)
             try:
@@ -266,6 +288,9 @@ async def run_batch(
                 pass  # progress is informational; the next chunk will say whether the database is gone
             if on_progress:
                 on_progress(done, result.total)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(workers)))
         result.status = "interrupted" if stop and stop.is_set() else _outcome(result)
     except BaseException:
         result.status = "interrupted" if stop and stop.is_set() else "failed"
@@ -292,6 +317,7 @@ async def backfill(
     opts: BatchOptions = BatchOptions(),
     on_date: Callable[[RunResult], None] | None = None,
     stop: asyncio.Event | None = None,
+    workers: int = 1,
 ) -> tuple[list[RunResult], date | None]:
     """Run every date in [first, last] that has prices, in order.
 
@@ -303,7 +329,7 @@ async def backfill(
     for day in await price_dates(pool, first, last):
         if stop and stop.is_set():
             return results, day
-        result = await run_batch(pool, day, opts, stop=stop)
+        result = await run_batch(pool, day, opts, stop=stop, workers=workers)
         results.append(result)
         if on_date:
             on_date(result)

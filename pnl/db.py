@@ -92,6 +92,11 @@ async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator
                 "application_name": settings.application_name,
                 "statement_timeout": str(settings.statement_timeout_ms),
                 "lock_timeout": "30000",
+                # Every statement here is a big set-based one whose plan depends on the
+                # size of the bound arrays: plan each execution with its real values.
+                "plan_cache_mode": "force_custom_plan",
+                # Per-chunk statements run in milliseconds; compiling them costs more.
+                "jit": "off",
             },
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:

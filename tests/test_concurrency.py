@@ -9,7 +9,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from tests.conftest import Db
+from tests.conftest import Db, run_cli
 from tests.data import random_book
 from tests.reference import replay
 
@@ -94,4 +94,20 @@ def test_sixteen_processes_with_random_kills_then_one_final_run(db: Db) -> None:
     equity = dict(db.all("SELECT id, equity_balance FROM portfolios"))
     for pid, balance in book.balances.items():
         chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], [day])
+        assert equity[pid] == chain[-1].nav, pid
+
+
+def test_workers_in_one_process_share_the_chunks(db: Db) -> None:
+    book = random_book(db.conn, n_portfolios=300, days=DAYS[:1], seed=5)
+    procs = start_runs(db.dsn, DAYS[0], n=1, chunk_size=10)   # a plain run alongside, for contention
+    res = run_cli("batch", "run", "--date", DAYS[0].isoformat(), "--workers", "4", "--chunk-size", "10", "--json",
+                  dsn=db.dsn)
+    out, err = procs[0].communicate(timeout=120)
+    assert res.code == 0 and procs[0].returncode == 0, res.err + err
+    assert json.loads(res.out)["processed"] + json.loads(out)["processed"] == 300
+    rows = db.all("SELECT portfolio_id, count(*), bool_and(is_complete) FROM portfolio_snapshots GROUP BY 1")
+    assert len(rows) == 300 and all(n == 1 and ok for _, n, ok in rows)
+    equity = dict(db.all("SELECT id, equity_balance FROM portfolios"))
+    for pid, balance in book.balances.items():
+        chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], DAYS[:1])
         assert equity[pid] == chain[-1].nav, pid
