@@ -317,8 +317,9 @@ def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta
 
 
 def batch_common(f: Callable) -> Callable:
-    f = click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-                     help="Chunks in flight at once, each on its own database connection.")(f)
+    f = click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+                     help="Chunks in flight at once, each on its own database connection "
+                          "(the database computes them in parallel; 1 = one connection).")(f)
     f = click.option("--lease", type=DURATION, default="15m", show_default=True,
                      help="How long a claim stays ours; a run that dies is taken over after this.")(f)
     f = click.option("--chunk-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,

@@ -10,7 +10,8 @@ Against a scratch database it makes itself (by default on a throwaway local
 PostgreSQL server, root-safe, like the tests), it generates the data, then
 measures in one run:
   floor        one INSERT ... SELECT computing every snapshot + one UPDATE of equity
-  cold         `pnl batch run` for the date, every portfolio processed
+  cold         `pnl batch run` for the date, every portfolio processed (its
+               default --workers 2), and the same with --workers 1
   re-run       the same command again, every portfolio skipped
   workers=4    `pnl batch run --workers 4`, from cold
   4 processes  four `pnl batch run` processes at once, from cold
@@ -181,8 +182,8 @@ def bench(dsn: str, args: argparse.Namespace) -> dict:
         curve.append(r)
     best = min(curve, key=lambda r: r.seconds)
     chunk = best.name.rsplit(" ", 1)[1]
-    main = cold(f"pnl batch run (cold, chunk {chunk})", "--chunk-size", chunk)
-    rows.append(main)
+    rows.append(cold(f"pnl batch run (cold, chunk {chunk})", "--chunk-size", chunk))
+    rows.append(cold("pnl batch run --workers 1 (cold)", "--chunk-size", chunk, "--workers", "1"))
     wall, rss, out = run_pnl(dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", chunk)
     rows.append(Row("pnl batch run again (all skipped)", wall, n, wall / floor_s, rss, out["processed"],
                     out["skipped"]))

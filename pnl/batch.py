@@ -134,6 +134,7 @@ FAILURE_REASONS = {
 async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned: list[int]) -> Finalized:
     """Compute and finalize, fenced on run_id, in one short transaction: lock the
     portfolios (id order), then one statement writes snapshots and equity."""
+    owned = sorted(owned)  # finalize_claimed.sql bounds its range scan by the first and last id
     async with conn.transaction():
         await conn.fetch(sql("batch/lock_portfolios"), owned)
         row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned)

@@ -21,8 +21,8 @@ def test_benchmark_smoke_run_matches_the_floor(pg_server: ServerInfo) -> None:
     report = json.loads(proc.stdout)
     assert report["numbers_match_floor"] is True
     names = [r["name"] for r in report["results"]]
-    assert names[0].startswith("floor") and len(names) == 5
-    rerun = report["results"][2]
+    assert names[0].startswith("floor") and len(names) == 6
+    rerun = report["results"][3]
     assert rerun["processed"] == 0 and rerun["skipped"] == 2000
     assert all(r["processed"] == 2000 for r in report["results"][1:] if r["processed"] and r is not rerun)
     assert [c["chunk_size"] for c in report["chunk_curve"]] == [300, 1000]

@@ -37,7 +37,8 @@ def assert_exactly_once(db: Db, book: Book, days: list[date] = [DAY]) -> None:  
 
 def test_kill_9_after_claiming_is_recovered_by_lease_expiry(db: Db) -> None:
     book = random_book(db.conn, 60, [DAY])
-    victim = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--lease", "2s", pause=60)
+    victim = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--lease", "2s", "--workers", "1",
+                         pause=60)
     wait_for(lambda: incomplete(db) == 20, what="the first chunk to be claimed")
     victim.kill()
     victim.wait()
@@ -80,7 +81,7 @@ def test_zombie_run_that_lost_its_claim_changes_nothing(db: Db) -> None:
 
 def test_sigterm_finishes_the_chunk_in_flight_then_stops(db: Db) -> None:
     book = random_book(db.conn, 60, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", pause=0.5)
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1", pause=0.5)
     wait_for(lambda: incomplete(db) == 10, what="a chunk in flight")
     proc.send_signal(signal.SIGTERM)
     code, out, err = finish(proc)
@@ -96,9 +97,23 @@ def test_sigterm_finishes_the_chunk_in_flight_then_stops(db: Db) -> None:
     assert_exactly_once(db, book)
 
 
+def test_sigterm_with_several_workers_finishes_every_chunk_in_flight(db: Db) -> None:
+    book = random_book(db.conn, 80, [DAY])
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "3", pause=0.5)
+    wait_for(lambda: incomplete(db) == 30, what="three chunks in flight")
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc)
+    assert code == 143, err
+    assert out is not None and out["status"] == "interrupted" and out["processed"] % 10 == 0
+    assert 30 <= out["processed"] < 80
+    assert incomplete(db) == 0
+    assert finish(start_batch(db.dsn, "--date", DAY.isoformat()))[0] == 0
+    assert_exactly_once(db, book)
+
+
 def test_sigint_also_stops_gracefully_with_130(db: Db) -> None:
     random_book(db.conn, 30, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", pause=0.5)
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1", pause=0.5)
     wait_for(lambda: incomplete(db) == 10, what="a chunk in flight")
     proc.send_signal(signal.SIGINT)
     code, out, _ = finish(proc)
@@ -108,7 +123,8 @@ def test_sigint_also_stops_gracefully_with_130(db: Db) -> None:
 
 def test_second_signal_stops_at_once_and_the_lease_recovers(db: Db) -> None:
     book = random_book(db.conn, 30, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--lease", "1s", pause=5)
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--lease", "1s", "--workers", "1",
+                       pause=5)
     wait_for(lambda: incomplete(db) == 10, what="a chunk in flight")
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
@@ -148,7 +164,7 @@ def test_statement_timeout_fails_only_that_chunk_and_releases_its_claims(db: Db)
 
 def test_lost_connection_fails_only_that_chunk(db: Db) -> None:
     book = random_book(db.conn, 30, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", pause=1.0)
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1", pause=1.0)
     wait_for(lambda: incomplete(db) == 10, what="the first chunk in flight")
     killed = db.all("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pnl'")
     assert killed and all(ok for (ok,) in killed)

@@ -33,7 +33,8 @@
 -- portfolios are neither in finalized_ids nor in failed_ids: they are "lost".
 -- Equity is SET to the new NAV.
 --
--- $1 run id (bigint)   $2 snapshot date (date)   $3 claimed portfolio ids (bigint[])
+-- $1 run id (bigint)   $2 snapshot date (date)
+-- $3 claimed portfolio ids (bigint[], ASCENDING: the range scan relies on it)
 -- Returns one row: finalized_ids bigint[], failed_ids bigint[],
 --                  failed_kinds text[], failed_details text[] (aligned by position)
 WITH claimed AS (
@@ -74,47 +75,42 @@ base AS (
              LIMIT 1) AS prev ON true
 ),
 alive AS (
+    -- Chunks are runs of consecutive portfolio ids, and positions are indexed
+    -- by portfolio: one range scan over the chunk's ids, hash-joined to it.
+    -- $3 is in ascending order, so its first and last elements bound it (as
+    -- constants, which gives the planner a true row estimate).
     SELECT b.portfolio_id, b.b, p.symbol,
            p.quantity * p.multiplier AS units,
            p.entry_date, p.entry_price, p.exit_date, p.exit_price
-      FROM base AS b
-      JOIN LATERAL (
-            -- OFFSET 0 keeps this an index lookup per portfolio of the chunk;
-            -- flattened, the planner may hash-join the whole positions table.
-            SELECT * FROM positions AS pos
-             WHERE pos.portfolio_id = b.portfolio_id
-               AND pos.entry_date <= $2::date
-               AND (pos.exit_date IS NULL OR b.b IS NULL OR pos.exit_date > b.b)
-            OFFSET 0) AS p ON true
+      FROM positions AS p
+      JOIN base AS b ON b.portfolio_id = p.portfolio_id
+     WHERE p.portfolio_id BETWEEN ($3::bigint[])[1]
+                              AND ($3::bigint[])[array_upper($3::bigint[], 1)]
+       AND p.entry_date <= $2::date
+       AND (p.exit_date IS NULL OR b.b IS NULL OR p.exit_date > b.b)
 ),
-start_close AS (
-    SELECT n.symbol, n.b, px.close_price
-      FROM (SELECT DISTINCT a.symbol, a.b FROM alive AS a
-             WHERE a.b IS NOT NULL AND a.entry_date <= a.b) AS n
-      JOIN LATERAL (
-            SELECT mp.close_price FROM market_prices AS mp
-             WHERE mp.symbol = n.symbol AND mp.price_date <= n.b
-             ORDER BY mp.price_date DESC LIMIT 1) AS px ON true
-),
-end_close AS (
-    SELECT n.symbol, px.close_price
-      FROM (SELECT DISTINCT a.symbol FROM alive AS a
-             WHERE a.exit_date IS NULL OR a.exit_date > $2::date) AS n
-      JOIN LATERAL (
-            SELECT mp.close_price FROM market_prices AS mp
-             WHERE mp.symbol = n.symbol AND mp.price_date <= $2::date
-             ORDER BY mp.price_date DESC LIMIT 1) AS px ON true
+closes AS MATERIALIZED (
+    -- One pair of lookups per (symbol, B) held in the chunk, each a backward
+    -- scan of pk_market_prices: the latest close <= B and the latest <= D.
+    SELECT k.symbol, k.b,
+           (SELECT mp.close_price FROM market_prices AS mp
+             WHERE mp.symbol = k.symbol AND mp.price_date <= k.b
+             ORDER BY mp.price_date DESC LIMIT 1) AS close_b,
+           (SELECT mp.close_price FROM market_prices AS mp
+             WHERE mp.symbol = k.symbol AND mp.price_date <= $2::date
+             ORDER BY mp.price_date DESC LIMIT 1) AS close_d
+      FROM (SELECT a.symbol, a.b FROM alive AS a GROUP BY a.symbol, a.b) AS k
 ),
 valued AS (
     SELECT a.portfolio_id, a.symbol, a.units,
            CASE WHEN a.b IS NULL OR a.entry_date > a.b THEN a.entry_price
-                ELSE COALESCE(sc.close_price, a.entry_price) END          AS start_price,
+                ELSE COALESCE(c.close_b, a.entry_price) END               AS start_price,
            CASE WHEN a.exit_date <= $2::date THEN a.exit_price
-                ELSE ec.close_price END                                   AS end_price,
+                ELSE c.close_d END                                        AS end_price,
            (a.exit_date IS NULL OR a.exit_date > $2::date)                AS open_at_d
       FROM alive AS a
-      LEFT JOIN start_close AS sc ON sc.symbol = a.symbol AND sc.b = a.b
-      LEFT JOIN end_close AS ec ON ec.symbol = a.symbol
+      JOIN closes AS c                       -- B is NULL when no price predates D
+        ON c.symbol = a.symbol AND COALESCE(c.b, '-infinity') = COALESCE(a.b, '-infinity')
 ),
 per_portfolio AS (
     SELECT v.portfolio_id,
@@ -122,8 +118,9 @@ per_portfolio AS (
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units > 0) AS long_value,
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units < 0) AS short_value,
            count(*) FILTER (WHERE v.open_at_d)                             AS num_positions,
-           string_agg(DISTINCT v.symbol, ',' ORDER BY v.symbol)
-               FILTER (WHERE v.end_price IS NULL)                          AS missing_symbols
+           -- A plain array_agg keeps this a hash aggregate (DISTINCT or ORDER BY
+           -- inside an aggregate forces a sort of every row of the chunk).
+           array_agg(v.symbol) FILTER (WHERE v.end_price IS NULL)          AS missing_symbols
       FROM valued AS v
      GROUP BY v.portfolio_id
 ),
@@ -143,7 +140,9 @@ computed AS (
            CASE WHEN b.later_complete IS NOT NULL THEN 'later_snapshot'
                 WHEN b.earlier_unfinished IS NOT NULL THEN 'earlier_unfinished'
                 WHEN pp.missing_symbols IS NOT NULL THEN 'missing_price' END AS failure_kind,
-           COALESCE(b.later_complete::text, b.earlier_unfinished::text, pp.missing_symbols) AS failure_detail
+           COALESCE(b.later_complete::text, b.earlier_unfinished::text,
+                    array_to_string(ARRAY(SELECT DISTINCT m FROM unnest(pp.missing_symbols) AS m ORDER BY m), ','))
+                                                           AS failure_detail
       FROM base AS b
       LEFT JOIN per_portfolio AS pp ON pp.portfolio_id = b.portfolio_id
 ),
