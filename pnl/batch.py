@@ -134,8 +134,8 @@ FAILURE_REASONS = {
 async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned: list[int]) -> Finalized:
     """Compute and finalize, fenced on run_id, in one short transaction: lock the
     portfolios (id order), then one statement writes snapshots and equity."""
-    owned = sorted(owned)  # finalize_claimed.sql bounds its range scan by the first and last id
     async with conn.transaction():
+        await conn.execute(sql("batch/plan_chunk_statements"))
         await conn.fetch(sql("batch/lock_portfolios"), owned)
         row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned)
     failed = [
@@ -316,24 +316,26 @@ async def backfill(
     first: date,
     last: date,
     opts: BatchOptions = BatchOptions(),
-    on_date: Callable[[RunResult], None] | None = None,
+    on_date: Callable[[RunResult, int, int], None] | None = None,
     stop: asyncio.Event | None = None,
     workers: int = 1,
 ) -> tuple[list[RunResult], date | None]:
-    """Run every date in [first, last] that has prices, in order.
+    """Run every date in [first, last] that has prices, in order; on_date(result,
+    dates done, dates in all) after each.
 
     Stops after the first date on which a portfolio failed (running later dates
     first would leave that date unfillable), or when `stop` is set; returns the
     runs and the date it stopped at.
     """
     results: list[RunResult] = []
-    for day in await price_dates(pool, first, last):
+    days = await price_dates(pool, first, last)
+    for day in days:
         if stop and stop.is_set():
             return results, day
         result = await run_batch(pool, day, opts, stop=stop, workers=workers)
         results.append(result)
         if on_date:
-            on_date(result)
+            on_date(result, len(results), len(days))
         if result.failed or result.status == "interrupted":
             return results, day
     return results, None

@@ -31,7 +31,8 @@ def check_dsn(dsn: str | None) -> str:
     """Validate a DSN given by --dsn or DATABASE_URL; raise BadInput if unusable."""
     if not dsn:
         raise BadInput(
-            "no database: pass --dsn postgresql://USER@HOST:PORT/DB or set DATABASE_URL"
+            "no database: pass --dsn postgresql://USER@HOST:PORT/DB, set DATABASE_URL, "
+            "or choose the local embedded PostgreSQL with --embedded (PNL_EMBEDDED=1)"
         )
     parts = urlsplit(dsn)
     if parts.scheme not in ("postgresql", "postgres"):

@@ -50,7 +50,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _service_user() -> str | None:
+def service_user() -> str | None:
     """The account the server runs as when we are root (None: ourselves)."""
     if os.geteuid() != 0:
         return None
@@ -79,19 +79,19 @@ class LocalServer:
     def dsn_for(self, dbname: str) -> str:
         return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{dbname}"
 
-    def _run(self, args: list[str]) -> subprocess.CompletedProcess:
+    def _run(self, args: list[str], check: bool = True) -> subprocess.CompletedProcess:
         bindir = self.bindir or find_bindir()
         cmd = [str(bindir / args[0]), *args[1:]]
-        runas = _service_user()
+        runas = service_user()
         if runas:
             cmd = ["runuser", "-u", runas, "--", *cmd]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd="/")
-        if proc.returncode != 0:
+        if check and proc.returncode != 0:
             raise PnlError(f"{args[0]} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()}")
         return proc
 
-    def _chown(self, path: Path) -> None:
-        runas = _service_user()
+    def chown(self, path: Path) -> None:
+        runas = service_user()
         if runas:
             entry = pwd.getpwnam(runas)
             os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -101,12 +101,12 @@ class LocalServer:
 
     def init(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._chown(self.data_dir)
+        self.chown(self.data_dir)
         fd, pwfile = tempfile.mkstemp(prefix="pnl-pw-")
         try:
             os.write(fd, (self.password + "\n").encode())
             os.close(fd)
-            self._chown(Path(pwfile))
+            self.chown(Path(pwfile))
             self._run([
                 "initdb", "-D", str(self.data_dir), "-U", self.user, f"--pwfile={pwfile}",
                 "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", "--no-sync",
@@ -128,6 +128,12 @@ class LocalServer:
 
     def stop(self) -> None:
         self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+
+    def running(self) -> bool:
+        """pg_ctl status: 0 when a server runs on this data directory."""
+        if not self.initialized():
+            return False
+        return self._run(["pg_ctl", "-D", str(self.data_dir), "status"], check=False).returncode == 0
 
 
 def throwaway_dir(prefix: str = "pnl-pg-") -> Path:

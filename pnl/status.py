@@ -9,6 +9,7 @@ import asyncpg
 
 from pnl.migrate import MigrationState, states
 from pnl.queries import sql
+from pnl.verify import CheckResult, run_checks
 
 STALE_AFTER = timedelta(minutes=5)
 
@@ -18,6 +19,7 @@ class Status:
     migrations: list[MigrationState]
     runs: list[dict]
     claims: list[dict]
+    checks: list[CheckResult] | None = None
 
     @property
     def current(self) -> bool:
@@ -33,6 +35,7 @@ class Status:
             ],
             "recent_runs": self.runs,
             "unfinished_claims": self.claims,
+            "verify": None if self.checks is None else [c.to_json() for c in self.checks],
         }
 
 
@@ -40,7 +43,7 @@ def _plain(record: asyncpg.Record) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()}
 
 
-async def collect(pool: asyncpg.Pool, runs: int = 10) -> Status:
+async def collect(pool: asyncpg.Pool, runs: int = 10, with_checks: bool = True) -> Status:
     async with pool.acquire() as conn:
         migrations = await states(conn)
         applied = {m.id for m in migrations if m.applied}
@@ -51,4 +54,5 @@ async def collect(pool: asyncpg.Pool, runs: int = 10) -> Status:
             recent = [_plain(r) for r in await conn.fetch(sql("status/recent_runs"), runs, STALE_AFTER)]
         if "0003_idempotency_precheck" in applied:
             claims = [_plain(r) for r in await conn.fetch(sql("status/unfinished_claims"))]
-    return Status(migrations, recent, claims)
+    checks = await run_checks(pool) if with_checks else None
+    return Status(migrations, recent, claims, checks)

@@ -106,3 +106,13 @@ def test_status_shows_runs_and_unfinished_claims(db: Db) -> None:
     assert res.code == 0, res.err
     assert "2026-01-05  succeeded" in res.out
     assert "2026-01-06  run #999: 1 claim(s), 1 with an expired lease" in res.out
+
+
+def test_readme_cli_reference_is_current() -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cli_reference.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -2,7 +2,8 @@
 -- for one chunk of portfolios, in one statement (so in one transaction:
 -- snapshot values, is_complete and equity change together or not at all).
 -- Run it right after batch/lock_portfolios.sql, in the same transaction, so
--- that it sees every earlier date of these portfolios finished or not.
+-- that it sees every earlier date of these portfolios finished or not, and
+-- after batch/plan_chunk_statements.sql (see there why).
 --
 -- Rules, for portfolio p on date D ($2):
 --   B       = date of p's latest complete snapshot before D (with a NAV);
@@ -33,21 +34,20 @@
 -- portfolios are neither in finalized_ids nor in failed_ids: they are "lost".
 -- Equity is SET to the new NAV.
 --
--- $1 run id (bigint)   $2 snapshot date (date)
--- $3 claimed portfolio ids (bigint[], ASCENDING: the range scan relies on it)
+-- $1 run id (bigint)   $2 snapshot date (date)   $3 claimed portfolio ids (bigint[])
 -- Returns one row: finalized_ids bigint[], failed_ids bigint[],
 --                  failed_kinds text[], failed_details text[] (aligned by position)
 WITH claimed AS (
     -- Driven by the ids, not by a scan of the claim rows: unnest() of a bound
-    -- array is estimated exactly, and each slot is found by its unique key.
+    -- array is estimated exactly, and each slot is one probe of its unique key.
     -- (Claim rows are too new for the statistics to know them; a plan built
-    -- on "NOT is_complete AND batch_run_id = $1" expects one row and nests
-    -- loops accordingly.) The fence is applied where rows are written:
-    -- finalized and released re-check batch_run_id and is_complete.
-    SELECT u.id AS portfolio_id, slot.id AS snapshot_id
+    -- on "NOT is_complete AND batch_run_id = $1" expects one row.) The fence
+    -- is applied where rows are written: finalized and released re-check
+    -- batch_run_id and is_complete.
+    SELECT u.id AS portfolio_id,
+           (SELECT slot.id FROM portfolio_snapshots AS slot
+             WHERE slot.portfolio_id = u.id AND slot.snapshot_date = $2::date) AS snapshot_id
       FROM unnest($3::bigint[]) AS u(id)
-      JOIN portfolio_snapshots AS slot
-        ON slot.portfolio_id = u.id AND slot.snapshot_date = $2::date
 ),
 base AS (
     SELECT c.portfolio_id, c.snapshot_id,
@@ -75,19 +75,21 @@ base AS (
              LIMIT 1) AS prev ON true
 ),
 alive AS (
-    -- Chunks are runs of consecutive portfolio ids, and positions are indexed
-    -- by portfolio: one range scan over the chunk's ids, hash-joined to it.
-    -- $3 is in ascending order, so its first and last elements bound it (as
-    -- constants, which gives the planner a true row estimate).
+    -- One index lookup of positions per portfolio of the chunk, by
+    -- construction (LATERAL ... OFFSET 0 is never flattened into a join whose
+    -- plan would depend on row estimates).
     SELECT b.portfolio_id, b.b, p.symbol,
            p.quantity * p.multiplier AS units,
            p.entry_date, p.entry_price, p.exit_date, p.exit_price
-      FROM positions AS p
-      JOIN base AS b ON b.portfolio_id = p.portfolio_id
-     WHERE p.portfolio_id BETWEEN ($3::bigint[])[1]
-                              AND ($3::bigint[])[array_upper($3::bigint[], 1)]
-       AND p.entry_date <= $2::date
-       AND (p.exit_date IS NULL OR b.b IS NULL OR p.exit_date > b.b)
+      FROM base AS b
+      JOIN LATERAL (
+            SELECT pos.symbol, pos.quantity, pos.multiplier, pos.entry_date, pos.entry_price,
+                   pos.exit_date, pos.exit_price
+              FROM positions AS pos
+             WHERE pos.portfolio_id = b.portfolio_id
+               AND pos.entry_date <= $2::date
+               AND (pos.exit_date IS NULL OR b.b IS NULL OR pos.exit_date > b.b)
+            OFFSET 0) AS p ON true
 ),
 closes AS MATERIALIZED (
     -- One pair of lookups per (symbol, B) held in the chunk, each a backward
@@ -137,6 +139,8 @@ computed AS (
            round(COALESCE(pp.short_value, 0), 4)           AS short_value,
            COALESCE(pp.num_positions, 0)                   AS num_positions,
            b.snapshot_id,
+           $1::bigint AS fence_run_id,        -- the fence's constants, as columns: see finalized
+           false      AS fence_complete,
            CASE WHEN b.later_complete IS NOT NULL THEN 'later_snapshot'
                 WHEN b.earlier_unfinished IS NOT NULL THEN 'earlier_unfinished'
                 WHEN pp.missing_symbols IS NOT NULL THEN 'missing_price' END AS failure_kind,
@@ -164,13 +168,17 @@ finalized AS (
            completed_at    = now(),
            lease_expires_at = NULL
       FROM computed AS c
-     -- The failure test sits inside the join key: as a separate filter the
-     -- planner would guess it keeps 0.5% of the chunk and pick a nested loop.
-     -- "is_complete IS NOT TRUE" is "NOT is_complete" (a NOT NULL column),
-     -- spelled so that the partial index of claims is not the way in.
+     -- The fence: only this run's unfinished claim is written. It is spelled
+     -- as join conditions against constants carried by c, not as filters on s:
+     -- the statistics know nothing of claims made seconds ago, and a filter
+     -- they estimate at one row of s turns the join inside out (measured:
+     -- 35 s per chunk at 1M portfolios). As join conditions they are checked
+     -- on each row reached by primary key, and rechecked on the locked row
+     -- like any WHERE condition when a concurrent run changed it.
+     -- The failure test sits inside the join key for the same reason.
      WHERE s.id = CASE WHEN c.failure_kind IS NULL THEN c.snapshot_id END
-       AND s.batch_run_id = $1::bigint
-       AND s.is_complete IS NOT TRUE
+       AND s.batch_run_id = c.fence_run_id
+       AND s.is_complete = c.fence_complete
     RETURNING s.portfolio_id, s.net_asset_value
 ),
 equity AS (
@@ -184,8 +192,8 @@ released AS (
     DELETE FROM portfolio_snapshots AS s
      USING computed AS c
      WHERE s.id = CASE WHEN c.failure_kind IS NOT NULL THEN c.snapshot_id END
-       AND s.batch_run_id = $1::bigint
-       AND s.is_complete IS NOT TRUE
+       AND s.batch_run_id = c.fence_run_id               -- the fence, as in finalized
+       AND s.is_complete = c.fence_complete
     RETURNING s.portfolio_id
 )
 SELECT ARRAY(SELECT f.portfolio_id FROM finalized AS f ORDER BY 1)::bigint[] AS finalized_ids,
