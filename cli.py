@@ -360,7 +360,7 @@ def batch_common(f: Callable) -> Callable:
                           "(the database computes them in parallel; 1 = one connection).")(f)
     f = click.option("--lease", type=DURATION, default="15m", show_default=True,
                      help="How long a claim stays ours; a run that dies is taken over after this.")(f)
-    f = click.option("--chunk-size", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+    f = click.option("--chunk-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
                      help="Portfolios per claim/compute/finalize round trip.")(f)
     f = click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
                      help="Only this portfolio (repeatable). Default: all portfolios.")(f)
@@ -664,7 +664,11 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None,
         click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(targets)} portfolio(s), "
                    f"{preview.changed} with a different NAV (see them first with --dry-run)")
     confirm_or_refuse(yes, "Apply the repair?")
-    result = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=False))
+    progress = Progress("repair", enabled=not as_json)
+    try:
+        result = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=False, on_progress=progress))
+    finally:
+        progress.close()
     _render_repair(result, as_json)
 
 

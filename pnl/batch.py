@@ -39,7 +39,7 @@ DB_FAULTS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.Int
 @dataclass(frozen=True)
 class BatchOptions:
     portfolio_ids: tuple[int, ...] | None = None
-    chunk_size: int = 1000
+    chunk_size: int = 5000
     lease: timedelta = timedelta(minutes=15)
     # Test-only: seconds to sleep after claiming a chunk, before finalizing it
     # (lets tests kill, signal or race a run while it holds claims).

@@ -9,6 +9,7 @@ other command whether the schema is current.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,7 +17,7 @@ import asyncpg
 import psycopg
 from yoyo import get_backend, read_migrations
 from yoyo.backends.base import DatabaseBackend
-from yoyo.migrations import MigrationList
+from yoyo.migrations import Migration, MigrationList
 
 from pnl import MIGRATIONS_DIR
 from pnl.db import redact, yoyo_uri
@@ -76,32 +77,38 @@ def _refusal(migration_id: str, exc: psycopg.Error) -> MigrationRefused:
     return MigrationRefused("\n".join(parts))
 
 
-def apply(dsn: str, to: str | None = None, baseline: bool = False) -> list[str]:
-    """Apply pending migrations in order, up to and including `to`.
-
-    With baseline=True the baseline migration is only marked as applied (for a
-    legacy database that already has those tables). Returns the ids applied.
-    """
+def _each(dsn: str, pick: Callable[[DatabaseBackend, MigrationList], list[Migration]], step: str,
+          prepare: Callable[[DatabaseBackend, MigrationList], None] | None = None) -> list[str]:
+    """Under yoyo's lock, run backend.<step> (apply_one / rollback_one) on each
+    migration `pick` selects, in its order; the first refusal stops it."""
     migrations = all_migrations()
-    order = [m.id for m in migrations]
-    last = order.index(resolve_id(to)) if to else len(order) - 1
     backend = _backend(dsn)
     done: list[str] = []
     try:
         with backend.lock(timeout=LOCK_TIMEOUT_S):
-            if baseline:
-                _mark_baseline(backend, migrations)
-            for migration in backend.to_apply(migrations):
-                if order.index(migration.id) > last:
-                    continue
+            if prepare:
+                prepare(backend, migrations)
+            for migration in pick(backend, migrations):
                 try:
-                    backend.apply_one(migration)
+                    getattr(backend, step)(migration)
                 except psycopg.Error as exc:
                     raise _refusal(migration.id, exc) from None
                 done.append(migration.id)
     finally:
         backend.connection.close()
     return done
+
+
+def apply(dsn: str, to: str | None = None, baseline: bool = False) -> list[str]:
+    """Apply pending migrations in order, up to and including `to`.
+
+    With baseline=True the baseline migration is only marked as applied (for a
+    legacy database that already has those tables). Returns the ids applied.
+    """
+    order = migration_ids()
+    last = order.index(resolve_id(to)) if to else len(order) - 1
+    return _each(dsn, lambda backend, ms: [m for m in backend.to_apply(ms) if order.index(m.id) <= last],
+                 "apply_one", prepare=_mark_baseline if baseline else None)
 
 
 def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
@@ -118,25 +125,11 @@ def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
 
 
 def rollback(dsn: str, to: str | None) -> list[str]:
-    """Roll back the applied migrations that come after `to` (all if None)."""
-    migrations = all_migrations()
-    order = [m.id for m in migrations]
+    """Roll back the applied migrations that come after `to` (all if None), newest first."""
+    order = migration_ids()
     keep_through = order.index(resolve_id(to)) if to else -1
-    backend = _backend(dsn)
-    done: list[str] = []
-    try:
-        with backend.lock(timeout=LOCK_TIMEOUT_S):
-            for migration in backend.to_rollback(migrations):
-                if order.index(migration.id) <= keep_through:
-                    continue
-                try:
-                    backend.rollback_one(migration)
-                except psycopg.Error as exc:
-                    raise _refusal(migration.id, exc) from None
-                done.append(migration.id)
-    finally:
-        backend.connection.close()
-    return done
+    return _each(dsn, lambda backend, ms: [m for m in backend.to_rollback(ms) if order.index(m.id) > keep_through],
+                 "rollback_one")
 
 
 async def states(conn: asyncpg.Connection) -> list[MigrationState]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -75,8 +76,10 @@ async def _check_anchors(conn: asyncpg.Connection, targets: dict[int, date]) -> 
         raise BadInput("; ".join(problems))
 
 
-async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool) -> RepairResult:
-    """Replay each portfolio in `targets` from its date; one transaction for all."""
+async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool,
+                 on_progress: Callable[[int, int], None] | None = None) -> RepairResult:
+    """Replay each portfolio in `targets` from its date; one transaction for all.
+    on_progress(dates done, dates in all) after each date is recomputed."""
     if not targets:
         return RepairResult(dry_run=dry_run)
     result = RepairResult(dry_run=dry_run)
@@ -85,7 +88,7 @@ async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool) ->
         await _check_anchors(conn, targets)
         try:
             async with conn.transaction():
-                await _replay(conn, targets, pids, result)
+                await _replay(conn, targets, pids, result, on_progress)
                 if dry_run:
                     raise _DryRunDone
         except _DryRunDone:
@@ -94,7 +97,7 @@ async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool) ->
 
 
 async def _replay(conn: asyncpg.Connection, targets: dict[int, date], pids: list[int],
-                  result: RepairResult) -> None:
+                  result: RepairResult, on_progress: Callable[[int, int], None] | None) -> None:
     host, pid = socket.gethostname(), os.getpid()
     rescue_id = await conn.fetchval(sql("rescue/start_rescue_run"), "repair", host, pid)
     token = (await conn.fetchrow(sql("runs/start_run"), min(targets.values()), host, pid))["id"]
@@ -105,8 +108,10 @@ async def _replay(conn: asyncpg.Connection, targets: dict[int, date], pids: list
     by_date: dict[date, list[int]] = {}
     for (p, d) in old:
         by_date.setdefault(d, []).append(p)
-    for day in sorted(by_date):
+    for n, day in enumerate(sorted(by_date), 1):
         fin = await finalize_chunk(conn, token, day, sorted(by_date[day]))
+        if on_progress:
+            on_progress(n, len(by_date))
         if fin.failed or fin.lost:
             why = "; ".join(f"portfolio {f.portfolio_id}: {f.reason}" for f in fin.failed) or \
                 f"claims lost for {fin.lost}"
