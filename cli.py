@@ -823,11 +823,16 @@ def db_stop_cmd(ctx: Context, as_json: bool) -> None:
 
 @db_group.command("url")
 @click.option("--show-password", is_flag=True, help="Print the password too (for DATABASE_URL in a script).")
+@json_option
 @click.pass_obj
-def db_url_cmd(ctx: Context, show_password: bool) -> None:
+def db_url_cmd(ctx: Context, show_password: bool, as_json: bool) -> None:
     """Print the embedded database's URL (password masked unless --show-password)."""
     url = _embedded_call(ctx.embedded.url)
-    click.echo(url if show_password else redact(url))
+    shown = url if show_password else redact(url)
+    if as_json:
+        emit_json({"url": shown, "data_dir": str(ctx.embedded.data_dir)})
+    else:
+        click.echo(shown)
 
 
 @db_group.command("status")

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pnl import migrate  # noqa: E402
+from pnl.embedded import server_bindir  # noqa: E402
 from pnl.localpg import LocalServer, free_port, throwaway_dir  # noqa: E402
 
 DAY = date(2026, 11, 27)
@@ -240,7 +241,11 @@ def main() -> None:
     if args.dsn:
         admin = args.dsn
     else:
-        server = LocalServer(data_dir=throwaway_dir("pnl-bench-"), port=free_port(), password="bench")
+        bindir, source = server_bindir()          # the machine's PostgreSQL, else the wheel's
+        if not args.json:
+            print(f"scratch server: {source} PostgreSQL ({bindir})", file=sys.stderr)
+        server = LocalServer(data_dir=throwaway_dir("pnl-bench-"), port=free_port(), password="bench",
+                             bindir=bindir)
         server.init()
         server.start(SERVER_SETTINGS)
         admin = server.dsn

@@ -34,6 +34,20 @@ def test_every_command_has_help(path: tuple[str, ...]) -> None:
     assert cmd.help and len(cmd.help.strip()) > 20, f"{path} needs a real docstring"
 
 
+def _command(path: tuple[str, ...]) -> click.Command:
+    cmd: click.Command = cli
+    for name in path:
+        assert isinstance(cmd, click.Group)
+        cmd = cmd.commands[name]
+    return cmd
+
+
+@pytest.mark.parametrize("path", [p for p in all_commands(cli) if p and not isinstance(_command(p), click.Group)],
+                         ids=" ".join)
+def test_every_command_speaks_json(path: tuple[str, ...]) -> None:
+    assert any(getattr(p, "name", None) == "as_json" for p in _command(path).params), f"{path} has no --json"
+
+
 def assert_one_line_error(res, code: int, *needles: str) -> None:  # type: ignore[no-untyped-def]
     assert res.code == code, (res.code, res.err)
     assert "Traceback" not in res.err
