@@ -28,6 +28,7 @@ import click
 from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, verify
 from pnl import demo as demo_mod
 from pnl import seed as seed_mod
+from pnl.batch import MAX_RECORDED_FAILURES
 from pnl.db import DbSettings, check_dsn, connect_pool, redact
 from pnl.embedded import Embedded, default_data_dir
 from pnl.errors import BadInput, PnlError
@@ -374,8 +375,9 @@ def _render_run(r: batch.RunResult) -> None:
     )
     for f in r.failures[:20]:
         click.echo(f"  portfolio {f.portfolio_id}: {f.reason}", err=True)
-    if len(r.failures) > 20:
-        click.echo(f"  ... and {len(r.failures) - 20} more (all in batch_runs.failures, run #{r.run_id})", err=True)
+    if r.failed > 20:
+        click.echo(f"  ... and {r.failed - 20} more (the first {MAX_RECORDED_FAILURES} are in batch_runs.failures "
+                   f"of run #{r.run_id})", err=True)
 
 
 @batch_group.command("run")

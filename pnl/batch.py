@@ -20,7 +20,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -29,7 +29,8 @@ import asyncpg
 from pnl.errors import BadInput, DatabaseUnavailable
 from pnl.queries import sql
 
-MAX_RECORDED_FAILURES = 100
+MAX_RECORDED_FAILURES = 100      # kept in batch_runs.failures
+MAX_REPORTED_FAILURES = 1000     # kept in memory and in --json: memory stays flat however many fail
 
 # Faults that fail one chunk but not the run: the connection broke, the server
 # cancelled a statement (statement_timeout, lock_timeout, admin), and so on.
@@ -82,6 +83,13 @@ class RunResult:
     status: str = "running"
     seconds: float = 0.0
 
+    def note_failures(self, failures: Iterable[Failure]) -> None:
+        """Count failures; keep the first MAX_REPORTED_FAILURES of them."""
+        for f in failures:
+            self.failed += 1
+            if len(self.failures) < MAX_REPORTED_FAILURES:
+                self.failures.append(f)
+
     def to_json(self) -> dict:
         return {
             "run_id": self.run_id,
@@ -94,6 +102,7 @@ class RunResult:
             "reclaimed": self.reclaimed,
             "lost": self.lost,
             "failures": [{"portfolio_id": f.portfolio_id, "reason": f.reason} for f in self.failures],
+            "failures_truncated": self.failed > len(self.failures),
             "seconds": round(self.seconds, 3),
         }
 
@@ -171,8 +180,7 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, day: date, ids: 
         async with pool.acquire() as conn:
             claim = await claim_chunk(conn, run_id, day, ids, opts.lease)
             result.reclaimed += claim.reclaimed
-            result.failures.extend(claim.blocked)
-            result.failed += len(claim.blocked)
+            result.note_failures(claim.blocked)
             result.skipped += len(ids) - len(claim.owned) - len(claim.blocked)
             if not claim.owned:
                 return
@@ -200,12 +208,10 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, day: date, ids: 
         except DB_FAULTS:
             note = "claims left to expire with their lease"
         reason = f"chunk failed ({_first_line(exc)}); {note}"
-        result.failures.extend(Failure(pid, reason) for pid in owned_ids)
-        result.failed += len(owned_ids)
+        result.note_failures(Failure(pid, reason) for pid in owned_ids)
         return
     result.processed += len(fin.done)
-    result.failures.extend(fin.failed)
-    result.failed += len(fin.failed)
+    result.note_failures(fin.failed)
     result.lost += len(fin.lost)
 
 

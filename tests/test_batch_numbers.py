@@ -150,3 +150,16 @@ def test_only_the_named_portfolios(db: Db) -> None:
     res = run_cli("batch", "run", "--date", MON.isoformat(), "--portfolio", str(p2), "--json", dsn=db.dsn)
     assert res.code == 0 and json.loads(res.out)["processed"] == 1
     assert db.all("SELECT portfolio_id FROM portfolio_snapshots") == [(p2,)]
+
+
+def test_many_failures_are_counted_but_not_all_kept(db: Db) -> None:
+    db.execute("INSERT INTO portfolios (name, equity_balance) SELECT 'u' || g, 1 FROM generate_series(1, 1100) g")
+    db.execute("INSERT INTO positions (portfolio_id, symbol, quantity, entry_date, entry_price)"
+               " SELECT id, 'NOPRICE', 1, '2026-01-01', 1 FROM portfolios")
+    res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
+    assert res.code == 1
+    out = json.loads(res.out)
+    assert (out["failed"], len(out["failures"]), out["failures_truncated"]) == (1100, 1000, True)
+    assert db.scalar("SELECT jsonb_array_length(failures) FROM batch_runs WHERE id = %s", out["run_id"]) == 100
+    assert db.scalar("SELECT failed FROM batch_runs WHERE id = %s", out["run_id"]) == 1100
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0
