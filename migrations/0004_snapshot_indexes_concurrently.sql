@@ -3,7 +3,8 @@
 -- writes, so it cannot run in a transaction: each statement commits on its own.
 --   uq_portfolio_snapshot_date         unique (portfolio_id, snapshot_date);
 --                                      0005 turns it into the constraint.
---   ix_portfolio_snapshots_incomplete  the unfinished claims (takeover, status).
+--   ix_portfolio_snapshots_incomplete  the unfinished claims, by portfolio then date:
+--                                      takeover, "is an earlier date unfinished?", status.
 --   ix_market_prices_price_date        "latest price date before D".
 -- Safe to re-run after a failure: a failed CONCURRENTLY build leaves an INVALID
 -- index behind, so each build is preceded by DROP INDEX CONCURRENTLY IF EXISTS
@@ -44,7 +45,7 @@ CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_portfolio_snapshot_date
 
 DROP INDEX CONCURRENTLY IF EXISTS ix_portfolio_snapshots_incomplete;
 CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_portfolio_snapshots_incomplete
-    ON portfolio_snapshots (snapshot_date, portfolio_id) WHERE NOT is_complete;
+    ON portfolio_snapshots (portfolio_id, snapshot_date) WHERE NOT is_complete;
 
 DROP INDEX CONCURRENTLY IF EXISTS ix_market_prices_price_date;
 CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_market_prices_price_date

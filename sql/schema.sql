@@ -88,7 +88,7 @@ CREATE TABLE portfolio_snapshots (
     CONSTRAINT uq_portfolio_snapshot_date UNIQUE (portfolio_id, snapshot_date)
 );
 CREATE INDEX ix_portfolio_snapshots_incomplete
-    ON portfolio_snapshots (snapshot_date, portfolio_id) WHERE NOT is_complete;
+    ON portfolio_snapshots (portfolio_id, snapshot_date) WHERE NOT is_complete;
 
 -- One row per `pnl batch run` (and per repair, which finalizes through it).
 CREATE TABLE batch_runs (
