@@ -12,17 +12,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import asyncpg
-import psycopg
-from yoyo import get_backend, read_migrations
-from yoyo.backends.base import DatabaseBackend
-from yoyo.migrations import Migration, MigrationList
 
 from pnl import MIGRATIONS_DIR
 from pnl.db import redact, yoyo_uri
 from pnl.errors import BadInput, DatabaseUnavailable, MigrationRefused, SchemaNotReady
 from pnl.queries import sql
+
+if TYPE_CHECKING:  # yoyo and psycopg load only when a migration is applied or rolled back:
+    import psycopg  # every other command only compares file names with _yoyo_migration
+    from yoyo.backends.base import DatabaseBackend
+    from yoyo.migrations import Migration, MigrationList
 
 BASELINE_ID = "0001_baseline"
 LOCK_TIMEOUT_S = 30
@@ -38,11 +40,16 @@ class MigrationState:
 
 
 def all_migrations() -> MigrationList:
+    from yoyo import read_migrations
+
     return read_migrations(str(MIGRATIONS_DIR))
 
 
 def migration_ids() -> list[str]:
-    return [m.id for m in all_migrations()]
+    """The migrations' ids in the order they apply, from the file names alone
+    (ids sort in dependency order; a test checks this against yoyo's order)."""
+    return sorted(p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.sql")
+                  if not p.name.endswith(".rollback.sql"))
 
 
 def resolve_id(target: str) -> str:
@@ -60,6 +67,9 @@ def resolve_id(target: str) -> str:
 
 
 def _backend(dsn: str) -> DatabaseBackend:
+    import psycopg
+    from yoyo import get_backend
+
     try:
         return get_backend(yoyo_uri(dsn))
     except psycopg.OperationalError as exc:
@@ -81,6 +91,8 @@ def _each(dsn: str, pick: Callable[[DatabaseBackend, MigrationList], list[Migrat
           prepare: Callable[[DatabaseBackend, MigrationList], None] | None = None) -> list[str]:
     """Under yoyo's lock, run backend.<step> (apply_one / rollback_one) on each
     migration `pick` selects, in its order; the first refusal stops it."""
+    import psycopg
+
     migrations = all_migrations()
     backend = _backend(dsn)
     done: list[str] = []
@@ -112,6 +124,8 @@ def apply(dsn: str, to: str | None = None, baseline: bool = False) -> list[str]:
 
 
 def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
+    from yoyo.migrations import MigrationList
+
     baseline = next(m for m in migrations if m.id == BASELINE_ID)
     if backend.is_applied(baseline):
         return

@@ -162,3 +162,9 @@ def test_migrate_to_an_unknown_id_is_bad_input(empty_db: Db) -> None:
     res = run_cli("migrate", "--to", "0999", dsn=empty_db.dsn)
     assert res.code == 2 and "no migration '0999'" in res.err
     assert empty_db.scalar("SELECT to_regclass('portfolios') IS NULL") is True
+
+
+def test_file_name_order_is_yoyos_dependency_order() -> None:
+    """Every command checks the schema by file name (no yoyo import); that order must be yoyo's."""
+    from pnl.migrate import all_migrations, migration_ids
+    assert migration_ids() == [m.id for m in all_migrations()] == ALL
