@@ -13,9 +13,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TypeVar
 
 import asyncpg
 
@@ -26,6 +27,7 @@ from pnl.seed import SeedSpec, seed
 from pnl.verify import run_checks
 
 DEMO_DATABASE = "pnl_demo"
+T = TypeVar("T")
 Say = Callable[[str], None]
 
 
@@ -64,7 +66,7 @@ def _pnl(dsn: str, *args: str, pause: float = 0.0) -> subprocess.Popen:
 
 def _result(proc: subprocess.Popen, what: str) -> dict:
     out, err = proc.communicate(timeout=600)
-    if proc.returncode not in (0,) or not out.strip():
+    if proc.returncode != 0 or not out.strip():
         raise PnlError(f"demo: {what} failed ({proc.returncode}): {err.strip() or out.strip()}")
     return json.loads(out)
 
@@ -78,17 +80,22 @@ async def _recreate(admin_dsn: str) -> None:
         await conn.close()
 
 
-async def _seed_and_prove(dsn: str, spec: SeedSpec | None, day: date | None) -> tuple[dict, dict]:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    try:
-        seeded = (await seed(pool, spec)).to_json() if spec else {}
-        proof: dict = {}
-        if day:
-            async with pool.acquire() as conn:
-                proof = dict(await conn.fetchrow(sql("demo/prove_exactly_once"), day))
-        return seeded, proof
-    finally:
-        await pool.close()
+def _on_pool(dsn: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    """Run work(pool) on a short-lived pool of the demo database."""
+
+    async def go() -> T:
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+async def _prove(pool: asyncpg.Pool, day: date) -> dict:
+    async with pool.acquire() as conn:
+        return dict(await conn.fetchrow(sql("demo/prove_exactly_once"), day))
 
 
 def run_demo(admin_dsn: str, spec: SeedSpec, say: Say) -> DemoResult:
@@ -99,7 +106,7 @@ def run_demo(admin_dsn: str, spec: SeedSpec, say: Say) -> DemoResult:
     say(f"1. a fresh database '{DEMO_DATABASE}', migrated ({len(applied)} migrations: the legacy schema, "
         "then the unique (portfolio, date) constraint that makes the claim possible)")
 
-    result.seeded, _ = asyncio.run(_seed_and_prove(dsn, spec, None))
+    result.seeded = _on_pool(dsn, lambda pool: seed(pool, spec)).to_json()
     s = result.seeded
     say(f"2. seeded: {s['portfolios']} portfolios, {s['positions']} positions (longs, shorts, options x100, "
         f"trades opened and closed in the window), {s['capital_flows']} capital flows, prices for "
@@ -126,23 +133,15 @@ def run_demo(admin_dsn: str, spec: SeedSpec, say: Say) -> DemoResult:
     result.rerun = _result(_pnl(dsn, "batch", "run", "--date", last.isoformat()), "the re-run")
     say(f"   and an operator re-runs it: processed {result.rerun['processed']}, skipped {result.rerun['skipped']}")
 
-    _, result.proof = asyncio.run(_seed_and_prove(dsn, None, last))
+    result.proof = _on_pool(dsn, lambda pool: _prove(pool, last))
     p = result.proof
     say(f"5. proof, from the database: {p['snapshots']} snapshots for {last} for {p['portfolios']} portfolios, "
         f"{p['complete']} complete, {p['distinct_portfolios']} distinct; equity differs from the latest NAV "
         f"for {p['equity_mismatches']} portfolios -> "
         + ("each portfolio was applied exactly once" if result.exactly_once else "NOT exactly once"))
 
-    checks = asyncio.run(_checks(dsn))
+    checks = _on_pool(dsn, run_checks)
     result.healthy = all(c.healthy for c in checks)
     say(f"6. pnl verify: {'healthy' if result.healthy else 'NOT healthy'} "
         f"({len(checks)} checks: duplicates, constraint, stale claims, equity chain, equity vs NAV)")
     return result
-
-
-async def _checks(dsn: str) -> list:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-    try:
-        return await run_checks(pool)
-    finally:
-        await pool.close()

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import date
-from pathlib import Path
 
 from tests.conftest import Db, run_cli
 from tests.data import random_book
+from tests.procs import start_batch
 from tests.reference import replay
 
-ROOT = Path(__file__).resolve().parent.parent
 DAYS = [date(2026, 4, 6), date(2026, 4, 7)]
 
 
 def start_runs(dsn: str, day: date, n: int, chunk_size: int, pause: float = 0.0) -> list[subprocess.Popen]:
-    env = {**os.environ, "DATABASE_URL": dsn}
-    if pause:
-        env["PNL_TEST_PAUSE_AFTER_CLAIM"] = str(pause)
-    return [
-        subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "batch", "run", "--date", day.isoformat(),
-                          "--chunk-size", str(chunk_size), "--json"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(n)
-    ]
+    return [start_batch(dsn, "--date", day.isoformat(), "--chunk-size", str(chunk_size), pause=pause)
+            for _ in range(n)]
 
 
 def test_eight_processes_same_date_apply_each_portfolio_exactly_once(db: Db) -> None:
@@ -62,7 +52,7 @@ def test_sixteen_processes_with_random_kills_then_one_final_run(db: Db) -> None:
     import signal
     import time
 
-    from tests.procs import finish, start_batch
+    from tests.procs import finish
     day = DAYS[0]
     book = random_book(db.conn, n_portfolios=2000, days=[day], n_symbols=200, seed=11)
     rng = random.Random(2026)
