@@ -36,3 +36,38 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "co
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------- race windows, widened from the database side
+SLOW_FINALIZE_SQL = """
+CREATE OR REPLACE FUNCTION pnl_test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep(TG_ARGV[0]::double precision);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS pnl_test_slow_finalize ON portfolio_snapshots;
+CREATE TRIGGER pnl_test_slow_finalize
+    BEFORE UPDATE OF is_complete ON portfolio_snapshots
+    FOR EACH STATEMENT EXECUTE FUNCTION pnl_test_sleep('{seconds}');
+"""
+
+UNSLOW_FINALIZE_SQL = "DROP TRIGGER IF EXISTS pnl_test_slow_finalize ON portfolio_snapshots"
+
+
+def slow_finalize(dsn: str, seconds: float) -> None:
+    """Make every finalize statement (the UPDATE that sets is_complete) sleep
+    `seconds` first, inside the database: a run then holds committed claims for
+    that long before it can finish them, which is the window crash, signal and
+    race tests need. Nothing in pnl's own code knows about it. Undo with
+    unslow_finalize(dsn)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SLOW_FINALIZE_SQL.replace("{seconds}", repr(float(seconds))))
+
+
+def unslow_finalize(dsn: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(UNSLOW_FINALIZE_SQL)
