@@ -7,6 +7,7 @@ database by `redact(dsn)`.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -39,6 +40,10 @@ def check_dsn(dsn: str | None) -> str:
         raise BadInput(
             f"--dsn must be a postgresql:// URL, got {redact(dsn)!r}"
         )
+    try:
+        parts.port  # noqa: B018 (raises on a port that is not a number 0..65535)
+    except ValueError:
+        raise BadInput(f"the port in --dsn must be a number from 1 to 65535, got {redact(dsn)!r}") from None
     return dsn
 
 
@@ -53,6 +58,17 @@ def redact(dsn: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)
     userinfo = netloc[0].split(":", 1)[0]
     return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>\bpostgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)(?P<password>[^@\s]*)@")
+_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """Any message with every password in it masked: the one function every
+    error message passes through before it is shown (cli.py's error mapping)."""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***@", text)
+    return _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + "***", text)
 
 
 def yoyo_uri(dsn: str) -> str:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from pnl import MIGRATIONS_DIR
 from pnl.db import redact, yoyo_uri
-from pnl.errors import BadInput, DatabaseUnavailable, MigrationRefused, SchemaNotReady
+from pnl.errors import BadInput, DatabaseUnavailable, MigrationRefused, PnlError, SchemaNotReady
 from pnl.queries import sql
+from pnl.resources import migrations_dir
 
 if TYPE_CHECKING:  # yoyo and psycopg load only when a migration is applied or rolled back:
     import psycopg  # every other command only compares file names with _yoyo_migration
@@ -40,16 +40,24 @@ class MigrationState:
 
 
 def all_migrations() -> MigrationList:
+    """yoyo's view of the migrations; an empty set is an error, never "schema current"."""
     from yoyo import read_migrations
 
-    return read_migrations(str(MIGRATIONS_DIR))
+    folder = migrations_dir()
+    migrations = read_migrations(str(folder))
+    if not len(migrations):
+        raise PnlError(f"no migrations could be read from {folder}: this pnl installation is incomplete")
+    return migrations
 
 
 def migration_ids() -> list[str]:
     """The migrations' ids in the order they apply, from the file names alone
     (ids sort in dependency order; a test checks this against yoyo's order)."""
-    return sorted(p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.sql")
-                  if not p.name.endswith(".rollback.sql"))
+    ids = sorted(p.name.removesuffix(".sql") for p in migrations_dir().glob("*.sql")
+                 if not p.name.endswith(".rollback.sql"))
+    if not ids:
+        raise PnlError(f"no migrations in {migrations_dir()}: this pnl installation is incomplete")
+    return ids
 
 
 def resolve_id(target: str) -> str:
@@ -66,15 +74,32 @@ def resolve_id(target: str) -> str:
     raise BadInput(f"{target!r} is ambiguous: {', '.join(matches)}")
 
 
+def _cannot_connect(dsn: str, exc: Exception) -> DatabaseUnavailable:
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
+    return DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {reason}")
+
+
 def _backend(dsn: str) -> DatabaseBackend:
+    """yoyo's backend. Creating it creates yoyo's own tables: only for a real apply/rollback."""
     import psycopg
     from yoyo import get_backend
 
     try:
         return get_backend(yoyo_uri(dsn))
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
-        raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {reason}") from None
+        raise _cannot_connect(dsn, exc) from None
+
+
+def _has_history(dsn: str) -> bool:
+    """Whether yoyo has ever migrated this database (asked without creating anything)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(sql("schema/migration_history_exists")).fetchone()
+    except psycopg.OperationalError as exc:
+        raise _cannot_connect(dsn, exc) from None
+    return bool(row and row[0])
 
 
 def _refusal(migration_id: str, exc: psycopg.Error) -> MigrationRefused:
@@ -129,7 +154,7 @@ def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
     baseline = next(m for m in migrations if m.id == BASELINE_ID)
     if backend.is_applied(baseline):
         return
-    present = backend.execute("SELECT to_regclass('portfolio_snapshots') IS NOT NULL").fetchone()[0]
+    present = backend.execute(sql("schema/legacy_tables_exist")).fetchone()[0]
     if not present:
         raise BadInput(
             "--baseline adopts a database that already has the legacy tables, "
@@ -139,9 +164,12 @@ def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
 
 
 def rollback(dsn: str, to: str | None) -> list[str]:
-    """Roll back the applied migrations that come after `to` (all if None), newest first."""
+    """Roll back the applied migrations that come after `to` (all if None), newest first.
+    On a database yoyo never migrated there is nothing to roll back, and nothing is created."""
     order = migration_ids()
     keep_through = order.index(resolve_id(to)) if to else -1
+    if not _has_history(dsn):
+        return []
     return _each(dsn, lambda backend, ms: [m for m in backend.to_rollback(ms) if order.index(m.id) > keep_through],
                  "rollback_one")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pnl import SQL_DIR
+from pnl.resources import sql_dir as default_sql_dir
 
 
 @cache
@@ -16,14 +16,14 @@ def _load_all(sql_dir: Path) -> dict[str, str]:
     }
 
 
-def sql(name: str, sql_dir: Path = SQL_DIR) -> str:
+def sql(name: str, sql_dir: Path | None = None) -> str:
     """Return the text of sql/<name>.sql; KeyError names what exists."""
-    queries = _load_all(sql_dir)
+    queries = _load_all(sql_dir or default_sql_dir())
     try:
         return queries[name]
     except KeyError:
         raise KeyError(f"no sql/{name}.sql (have: {', '.join(sorted(queries))})") from None
 
 
-def names(sql_dir: Path = SQL_DIR) -> list[str]:
-    return sorted(_load_all(sql_dir))
+def names(sql_dir: Path | None = None) -> list[str]:
+    return sorted(_load_all(sql_dir or default_sql_dir()))

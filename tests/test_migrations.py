@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pnl import MIGRATIONS_DIR
+from pnl.resources import migrations_dir
 from tests.conftest import Db, run_cli
 
 ALL = ["0001_baseline", "0002_operations", "0002b_rescue_audit", "0003_idempotency_precheck",
@@ -31,7 +31,7 @@ def applied(db: Db) -> list[str]:
 
 
 def test_every_migration_has_a_rollback_file() -> None:
-    forward = sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if not p.name.endswith(".rollback.sql"))
+    forward = sorted(p for p in migrations_dir().glob("*.sql") if not p.name.endswith(".rollback.sql"))
     assert [p.stem for p in forward] == ALL
     for p in forward:
         assert p.with_name(p.stem + ".rollback.sql").exists(), p.name
