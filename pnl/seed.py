@@ -16,8 +16,8 @@ is a few percent at most):
   the first day's close; one opened inside the window at that day's close;
   one closed inside the window within 1% of that day's close;
 - capital flows: up to two, from a 5% withdrawal to an 8% contribution.
-With 10 positions a portfolio's daily return has a standard deviation of about
-0.7%; NAVs stay positive over any window `pnl seed` accepts in practice.
+Measured (200 portfolios x 8 positions, 86 days, seeds 1-3): daily returns with a
+standard deviation of 0.55%, the largest 3.4%; every NAV positive.
 """
 
 from __future__ import annotations

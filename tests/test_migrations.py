@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from pnl.resources import migrations_dir
 from tests.conftest import Db, run_cli
 
@@ -168,3 +172,24 @@ def test_file_name_order_is_yoyos_dependency_order() -> None:
     """Every command checks the schema by file name (no yoyo import); that order must be yoyo's."""
     from pnl.migrate import all_migrations, migration_ids
     assert migration_ids() == [m.id for m in all_migrations()] == ALL
+
+
+def every_relation(db: Db) -> list[tuple]:
+    return db.all("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                  " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1, 2")
+
+
+@pytest.mark.parametrize("args", [("--all",), ("--to", "0003")])
+def test_rollback_on_an_unmigrated_database_creates_nothing(empty_db: Db, args: tuple[str, ...]) -> None:
+    before = every_relation(empty_db)
+    res = run_cli("rollback", *args, "--yes", "--json", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert json.loads(res.out) == {"rolled_back": []}
+    assert every_relation(empty_db) == before == []       # not even yoyo's own tables
+
+
+def test_status_on_an_unmigrated_database_creates_nothing(empty_db: Db) -> None:
+    res = run_cli("status", "--json", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["schema_current"] is False
+    assert every_relation(empty_db) == []
