@@ -128,10 +128,12 @@ def fail(exc: BaseException) -> tuple[str, int] | None:
         message, code = str(exc), 2
     elif isinstance(exc, PnlError):
         message, code = str(exc), 1
-    elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError) or \
+    elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) or \
             type(exc).__module__.startswith("psycopg"):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         message, code = f"database error: {first}", 1
+    elif isinstance(exc, OSError):
+        message, code = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else ""), 1
     elif isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
         message, code = "aborted; nothing more was done", 130
     else:
