@@ -141,10 +141,6 @@ def fail(exc: BaseException) -> tuple[str, int] | None:
     return redact_text(message), code
 
 
-def run_async(work: Awaitable[T]) -> T:
-    return asyncio.run(work)
-
-
 def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_schema: bool = True,
               connections: int = 2) -> T:
     """Open a pool on the DSN, check the schema is current, run fn(pool)."""
@@ -157,7 +153,7 @@ def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_
                     await migrate.require_current(conn)
             return await fn(pool)
 
-    return run_async(go())
+    return asyncio.run(go())
 
 
 def emit_json(obj: Any) -> None:
