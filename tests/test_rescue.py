@@ -27,8 +27,9 @@ BOOK = {
 }
 
 
-def legacy_batch(dsn: str, day: date, previous: date) -> None:
-    """The old batch, as it was: equity += pnl, then insert a snapshot, no check at all."""
+def legacy_batch(dsn: str, day: date, previous: date, check: bool = False) -> None:
+    """The old batch, as it was: equity += pnl, then insert a snapshot, with no check at all
+    or (check=True) after checking that none exists yet: either way AFTER the increment."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         for pid, positions in conn.execute("SELECT p.id, array_agg(ARRAY[s.symbol, s.quantity::text,"
                                            " s.multiplier::text]) FROM portfolios p JOIN positions s"
@@ -38,6 +39,9 @@ def legacy_batch(dsn: str, day: date, previous: date) -> None:
             with conn.transaction():
                 equity = conn.execute("UPDATE portfolios SET equity_balance = equity_balance + %s WHERE id = %s"
                                       " RETURNING equity_balance", (pnl, pid)).fetchone()[0]
+                if check and conn.execute("SELECT 1 FROM portfolio_snapshots WHERE portfolio_id = %s"
+                                          " AND snapshot_date = %s", (pid, day)).fetchone():
+                    continue
                 conn.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, net_asset_value,"
                              " daily_pnl) VALUES (%s, %s, %s, %s)", (pid, day, equity, pnl))
 
@@ -148,22 +152,6 @@ def test_repair_refuses_without_an_anchor_and_on_bad_input(db: Db) -> None:
     assert res.code == 0 and "nothing to repair" in res.out
 
 
-def legacy_batch_with_its_check(dsn: str, day: date, previous: date) -> None:
-    """The old batch as the README describes it: equity += pnl, THEN check for a snapshot, insert if none."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for pid, positions in conn.execute("SELECT p.id, array_agg(ARRAY[s.symbol, s.quantity::text,"
-                                           " s.multiplier::text]) FROM portfolios p JOIN positions s"
-                                           " ON s.portfolio_id = p.id GROUP BY p.id ORDER BY p.id").fetchall():
-            pnl = sum(D(q) * D(m) * (latest_close(PRICES, sym, day) - latest_close(PRICES, sym, previous))
-                      for sym, q, m in positions)
-            with conn.transaction():
-                conn.execute("UPDATE portfolios SET equity_balance = equity_balance + %s WHERE id = %s", (pnl, pid))
-                if not conn.execute("SELECT 1 FROM portfolio_snapshots WHERE portfolio_id = %s"
-                                    " AND snapshot_date = %s", (pid, day)).fetchone():
-                    conn.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, net_asset_value)"
-                                 " VALUES (%s, %s, 0)", (pid, day))
-
-
 def test_the_legacy_batch_still_corrupts_equity_on_the_new_schema(db: Db) -> None:
     """Why the runbooks say: stop the legacy batch first. The unique constraint stops a
     second snapshot row, not the legacy `equity += pnl` that runs before its check."""
@@ -173,7 +161,7 @@ def test_the_legacy_batch_still_corrupts_equity_on_the_new_schema(db: Db) -> Non
     assert run_cli("batch", "run", "--date", DAYS[0].isoformat(), dsn=db.dsn).code == 0
     assert run_cli("verify", dsn=db.dsn).code == 0
     snapshots = db.all("SELECT * FROM portfolio_snapshots ORDER BY id")
-    legacy_batch_with_its_check(db.dsn, DAYS[0], date(2026, 2, 27))       # overlapping with the new batch
+    legacy_batch(db.dsn, DAYS[0], date(2026, 2, 27), check=True)       # overlapping with the new batch
     assert db.all("SELECT * FROM portfolio_snapshots ORDER BY id") == snapshots    # no duplicate row...
     res = run_cli("verify", "--json", dsn=db.dsn)                                   # ...but equity applied twice
     assert res.code == 1
