@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -29,7 +30,16 @@ from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, ve
 from pnl import demo as demo_mod
 from pnl import seed as seed_mod
 from pnl.batch import MAX_RECORDED_FAILURES
-from pnl.db import DbSettings, check_dsn, connect_pool, redact
+from pnl.db import (
+    DbSettings,
+    ScrubbingFormatter,
+    check_dsn,
+    connect_pool,
+    first_line,
+    redact,
+    scrub,
+    translate_db_error,
+)
 from pnl.embedded import Embedded, default_data_dir
 from pnl.errors import BadInput, PnlError
 
@@ -53,27 +63,53 @@ class DateParam(click.ParamType):
         try:
             return datetime.strptime(text, "%Y-%m-%d").date()
         except ValueError:
-            self.fail(f"{value!r} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
+            self.fail(f"{_shown(value)} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
 
 
 class DurationParam(click.ParamType):
-    """A duration such as 90s, 30m, 24h or 2d."""
+    """A duration such as 90s, 30m, 24h or 2d, within [minimum, maximum]."""
 
     name = "DURATION"
-    _units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    _units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def __init__(self, minimum: timedelta = timedelta(seconds=1), maximum: timedelta = timedelta(days=7)) -> None:
+        self.minimum, self.maximum = minimum, maximum
 
     def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
         if isinstance(value, timedelta):
             return value
-        m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(value).lower())
+        m = re.fullmatch(r"\s*([0-9]{1,15})\s*([smhd])\s*", str(value).lower())
         if not m or int(m.group(1)) == 0:
-            self.fail(f"{value!r} is not a duration: use a positive number with s, m, h or d (90s, 30m, 24h)",
+            self.fail(f"{_shown(value)} is not a duration: use a positive number with s, m, h or d (90s, 30m, 24h)",
                       param, ctx)
-        return timedelta(**{self._units[m.group(2)]: int(m.group(1))})
+        seconds = int(m.group(1)) * self._units[m.group(2)]
+        if not self.minimum.total_seconds() <= seconds <= self.maximum.total_seconds():
+            self.fail(f"{_shown(value)} is out of range: use {_human(self.minimum)} to {_human(self.maximum)}",
+                      param, ctx)
+        return timedelta(seconds=seconds)
 
 
+def _human(d: timedelta) -> str:
+    seconds = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _shown(value: Any) -> str:
+    """A user's value, quoted and cut short, for an error message."""
+    text = repr(str(value))
+    return text if len(text) <= 42 else text[:40] + "...'"
+
+
+BIGINT_MAX = 2**63 - 1
 DATE = DateParam()
-DURATION = DurationParam()
+LEASE = DurationParam(timedelta(seconds=1), timedelta(days=7))
+STATEMENT_TIMEOUT = DurationParam(timedelta(seconds=1), timedelta(hours=24))
+OLDER_THAN = DurationParam(timedelta(seconds=1), timedelta(days=3650))
+ID = click.IntRange(1, BIGINT_MAX)
+PG_SOURCES = ("auto", "system", "wheel")
 
 
 # ---------------------------------------------------------------- plumbing
@@ -104,7 +140,8 @@ def _fail(message: str, code: int) -> click.ClickException:
 
 
 def run_async(work: Awaitable[T]) -> T:
-    """asyncio.run, with domain and driver errors turned into one-line exits."""
+    """asyncio.run, with domain and driver errors turned into one-line exits
+    (a missing privilege names the role to use: pnl.db.translate_db_error)."""
     try:
         return asyncio.run(work)
     except BadInput as exc:
@@ -112,8 +149,11 @@ def run_async(work: Awaitable[T]) -> T:
     except PnlError as exc:
         raise _fail(str(exc), 1) from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise _fail(f"database error: {first}", 1) from None
+        click_ctx = click.get_current_context(silent=True)
+        command = click_ctx.command_path.removeprefix("pnl").strip() if click_ctx else None
+        dry_run = bool(click_ctx and click_ctx.params.get("dry_run"))
+        obj = click_ctx.find_object(Context) if click_ctx else None
+        raise _fail(str(translate_db_error(exc, command, dry_run, obj.dsn if obj else None)), 1) from None
 
 
 def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_schema: bool = True,
@@ -207,12 +247,15 @@ class Progress:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="pnl")
 @click.option("--dsn", envvar="DATABASE_URL", metavar="URL", show_envvar=True,
-              help="PostgreSQL URL, e.g. postgresql://pnl@db:5432/pnl. Never printed with its password.")
+              help="PostgreSQL URL (postgresql://pnl@db:5432/pnl) or keyword/value string (host=db dbname=pnl). "
+                   "Prefer DATABASE_URL to --dsn, and keep the password out of it: a PGPASSFILE (~/.pgpass) line "
+                   "(or PGPASSWORD); a command line is visible to every user in `ps`. Never printed with its "
+                   "password.")
 @click.option("--embedded", is_flag=True, envvar="PNL_EMBEDDED", show_envvar=True,
               help="Use a local embedded PostgreSQL (started on demand) instead of --dsn.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="The embedded database's data directory (default: per user; `pnl db status` shows it).")
-@click.option("--statement-timeout", type=DURATION, default="5m", show_default=True,
+@click.option("--statement-timeout", type=STATEMENT_TIMEOUT, default="5m", show_default=True,
               help="Abort any single SQL statement that runs longer than this.")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | None,
@@ -231,10 +274,13 @@ def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | No
     """
     if embedded and dsn and ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--dsn and --embedded choose two different databases: give one")
+    source = os.environ.get("PNL_PG_SOURCE", "auto").strip().lower() or "auto"
+    if source not in PG_SOURCES:
+        raise click.UsageError(f"PNL_PG_SOURCE must be one of {', '.join(PG_SOURCES)}, not {_shown(source)}")
     ctx.obj = Context(
         dsn=None if embedded else dsn,
         statement_timeout_ms=int(statement_timeout.total_seconds() * 1000),
-        embedded=Embedded(data_dir or default_data_dir(), source=os.environ.get("PNL_PG_SOURCE", "auto")),
+        embedded=Embedded(data_dir or default_data_dir(), source=source),
         use_embedded=embedded,
     )
 
@@ -345,13 +391,24 @@ def batch_group() -> None:
     """Run the daily P&L batch (safe to repeat and to run concurrently)."""
 
 
+def _test_pause() -> float:
+    """PNL_TEST_PAUSE_AFTER_CLAIM (test-only hook): seconds, 0 to 3600."""
+    text = os.environ.get("PNL_TEST_PAUSE_AFTER_CLAIM", "").strip()
+    try:
+        pause = float(text) if text else 0.0
+    except ValueError:
+        pause = -1.0
+    if not 0.0 <= pause <= 3600.0:  # also rejects nan and inf
+        raise click.UsageError(f"PNL_TEST_PAUSE_AFTER_CLAIM must be seconds from 0 to 3600, not {_shown(text)}")
+    return pause
+
+
 def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta) -> batch.BatchOptions:
-    pause = os.environ.get("PNL_TEST_PAUSE_AFTER_CLAIM", "")
     return batch.BatchOptions(
         portfolio_ids=tuple(sorted(set(portfolio))) or None,
         chunk_size=chunk_size,
         lease=lease,
-        pause_after_claim_s=float(pause) if pause else 0.0,
+        pause_after_claim_s=_test_pause(),
     )
 
 
@@ -359,11 +416,11 @@ def batch_common(f: Callable) -> Callable:
     f = click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
                      help="Chunks in flight at once, each on its own database connection "
                           "(the database computes them in parallel; 1 = one connection).")(f)
-    f = click.option("--lease", type=DURATION, default="15m", show_default=True,
+    f = click.option("--lease", type=LEASE, default="15m", show_default=True,
                      help="How long a claim stays ours; a run that dies is taken over after this.")(f)
     f = click.option("--chunk-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
                      help="Portfolios per claim/compute/finalize round trip.")(f)
-    f = click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
+    f = click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
                      help="Only this portfolio (repeatable). Default: all portfolios.")(f)
     return json_option(f)
 
@@ -461,7 +518,7 @@ def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[i
 
 
 @cli.command("cleanup")
-@click.option("--older-than", "older_than", type=DURATION, required=True,
+@click.option("--older-than", "older_than", type=OLDER_THAN, required=True,
               help="Only claims made longer ago than this (e.g. 30m, 24h).")
 @click.option("--date", "day", type=DATE, help="Only claims for this snapshot date.")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
@@ -506,7 +563,7 @@ def cleanup_cmd(ctx: Context, older_than: timedelta, day: date | None, dry_run: 
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
               help="Duplicate groups per transaction (an interrupted dedupe resumes where it stopped).")
-@click.option("--restore", "restore_run", type=click.IntRange(min=1), metavar="RUN_ID",
+@click.option("--restore", "restore_run", type=ID, metavar="RUN_ID",
               help="Put back every row dedupe run RUN_ID deleted (before the unique constraint exists).")
 @json_option
 @click.pass_obj
@@ -622,7 +679,7 @@ def verify_cmd(ctx: Context, as_json: bool) -> None:
 
 
 @cli.command("repair")
-@click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
+@click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
               help="The portfolio to repair (repeatable).")
 @click.option("--from", "from_date", type=DATE, help="Recompute this date and every later snapshot.")
 @click.option("--all-broken", is_flag=True,
@@ -698,7 +755,7 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
 @click.option("--symbols", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
               help="Distinct symbols (about one in ten an option contract, multiplier 100).")
 @click.option("--end", type=DATE, default="yesterday", show_default=True, help="The last calendar day.")
-@click.option("--seed", "seed_value", type=int, default=1, show_default=True,
+@click.option("--seed", "seed_value", type=click.IntRange(0, 2**31 - 1), default=1, show_default=True,
               help="Random seed: the same arguments and seed give the same data.")
 @click.option("--legacy-duplicates", is_flag=True,
               help="Also write what the old batch left: duplicate, inflated snapshots of the last day "
@@ -739,7 +796,7 @@ def seed_cmd(ctx: Context, portfolios: int, positions: int, days: int, symbols: 
 @click.option("--portfolios", type=click.IntRange(1, 100_000), default=200, show_default=True)
 @click.option("--positions", type=click.IntRange(1, 100), default=8, show_default=True)
 @click.option("--days", type=click.IntRange(2, 366), default=30, show_default=True)
-@click.option("--seed", "seed_value", type=int, default=7, show_default=True)
+@click.option("--seed", "seed_value", type=click.IntRange(0, 2**31 - 1), default=7, show_default=True)
 @json_option
 @click.pass_obj
 def demo_cmd(ctx: Context, portfolios: int, positions: int, days: int, seed_value: int, as_json: bool) -> None:
@@ -793,6 +850,8 @@ def _embedded_call(fn: Callable[[], T]) -> T:
         return fn()
     except PnlError as exc:
         raise _fail(str(exc), 1) from None
+    except (OSError, ValueError) as exc:  # an unusable --data-dir, a damaged state file
+        raise _fail(f"embedded PostgreSQL: {first_line(exc)}", 1) from None
 
 
 @db_group.command("start")
@@ -862,22 +921,47 @@ def _dsn_or_fail(ctx: Context) -> str:
         raise _fail(str(exc), 1) from None
 
 
+def _given_dsns(argv: list[str]) -> tuple[str | None, ...]:
+    """Every DSN this invocation was given (DATABASE_URL, --dsn X, --dsn=X): the
+    strings to keep out of any message, whatever the message is."""
+    given: list[str | None] = [os.environ.get("DATABASE_URL")]
+    for i, arg in enumerate(argv):
+        if arg == "--dsn" and i + 1 < len(argv):
+            given.append(argv[i + 1])
+        elif arg.startswith("--dsn="):
+            given.append(arg.removeprefix("--dsn="))
+    return tuple(given)
+
+
 def main() -> None:
-    """Entry point: every error ends in one line on stderr, never a traceback."""
+    """Entry point: every error ends in one line on stderr, never a traceback,
+    and every message (and log line) goes through pnl.db.scrub first."""
+    dsns = _given_dsns(sys.argv[1:])
+    secrets = (os.environ.get("PGPASSWORD"),)
+
+    def say(message: str) -> None:
+        click.echo(scrub(message, *dsns, secrets=secrets), err=True)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter(dsns, secrets, "pnl: %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         cli.main(prog_name="pnl", standalone_mode=False)
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx else "pnl"
-        click.echo(f"{where}: error: {exc.format_message()} (see `{where} --help`)", err=True)
+        say(f"{where}: error: {exc.format_message()} (see `{where} --help`)")
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"pnl: error: {exc.format_message()}", err=True)
+        say(f"pnl: error: {exc.format_message()}")
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("pnl: aborted", err=True)
+        say("pnl: aborted")
         sys.exit(130)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: still one line, still no secret
+        say(f"pnl: error: unexpected {type(exc).__name__}: {first_line(exc)} (a bug in pnl: please report it)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
