@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from pnl.errors import BadInput, DatabaseUnavailable, PnlError, PrivilegeMissing
+from pnl.queries import sql
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -312,6 +313,31 @@ def translate_db_error(exc: BaseException, command: str | None = None, dry_run: 
             f"missing privilege: {message}; {what} needs the {role} role's privileges: connect as "
             f"{ROLES[role]} (or a member of it; sql/roles/create_roles.sql creates it)")
     return PnlError(f"database error: {message}")
+
+
+# ---------------------------------------------------------------- dry runs without write privileges
+DRY_RUN_TABLES = ("portfolio_snapshots", "portfolios", "batch_runs", "rescue_runs", "snapshot_dedupe_audit",
+                  "snapshot_repair_audit")
+
+
+async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object) -> None:
+    """Inside the caller's transaction, which it must roll back: each table a
+    rescue writes is shadowed by a session-private temporary copy holding only
+    the rows the sql/ statement `fill` copies (identity continuing after the
+    real ids). The dry run then executes the very statements of the real run
+    on the copies, so it shows exactly what would happen and needs only SELECT
+    and TEMPORARY (the read-only role). The copies vanish with the transaction."""
+    next_ids = await conn.fetchrow(sql("dryrun/next_ids"))
+    present = []
+    for table in DRY_RUN_TABLES:
+        ddl = await conn.fetchval(sql("dryrun/create_copy"), table)
+        if ddl:
+            await conn.execute(ddl)
+            await conn.fetchval(sql("dryrun/restart_copy_ids"), table, next_ids[table])
+            present.append(table)
+    await conn.execute(sql(fill), *args)
+    for table in present:
+        await conn.execute(await conn.fetchval(sql("dryrun/shadow_with_copy"), table))
 
 
 def yoyo_uri(dsn: str) -> str:
