@@ -201,7 +201,7 @@ def keyword_dsn_to_url(params: dict[str, str]) -> str:
             rest.pop("port")
             netloc += f":{quote(port, safe='')}"
     path = "/" + quote(rest.pop("dbname"), safe="") if "dbname" in rest else ""
-    query = urlencode(rest, quote_via=quote) if rest else ""
+    query = urlencode(rest, quote_via=quote, safe="/") if rest else ""
     return f"postgresql://{userinfo}{netloc}{path}" + (f"?{query}" if query else "")
 
 
