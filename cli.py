@@ -253,7 +253,7 @@ class Progress:
                    "password.")
 @click.option("--embedded", is_flag=True, envvar="PNL_EMBEDDED", show_envvar=True,
               help="Use a local embedded PostgreSQL (started on demand) instead of --dsn.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), metavar="DIR",
               help="The embedded database's data directory (default: per user; `pnl db status` shows it).")
 @click.option("--statement-timeout", type=STATEMENT_TIMEOUT, default="5m", show_default=True,
               help="Abort any single SQL statement that runs longer than this.")

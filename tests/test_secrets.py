@@ -10,7 +10,6 @@ server."""
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -19,13 +18,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-import cli as cli_module
 from cli import cli
 from pnl import migrate
 from pnl.db import check_dsn, redact, scrub
 from pnl.errors import BadInput
 from pnl.localpg import free_port
-from tests.conftest import CliResult, Db, ServerInfo, run_cli
+from tests.conftest import Db, ServerInfo, run_cli, run_in_process
 from tests.test_cli import _command, all_commands
 
 # Distinctive, and full of what breaks URLs and keyword strings: # / ? @ space ' \
@@ -78,25 +76,6 @@ def assert_no_secret(text: str, context: object) -> None:
     for needle in (PASSWORD, quote(PASSWORD, safe=""), "Zq7Kx9Pw9LmSe4Rt", *PIECES):
         assert needle not in text, (context, needle, text[-600:])
     assert "Traceback" not in text, (context, text[-600:])
-
-
-def run_in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
-                   env: dict[str, str]) -> CliResult:
-    """cli.main() in this process (what `pnl ARGS` runs, minus the interpreter
-    start: the whole matrix takes seconds). An exception escaping main() is a
-    traceback a user would see: it fails the test."""
-    with monkeypatch.context() as m:
-        m.delenv("DATABASE_URL", raising=False)
-        for key, value in env.items():
-            m.setenv(key, value)
-        m.setattr(sys, "argv", ["pnl", *args])
-        try:
-            cli_module.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    out, err = capsys.readouterr()
-    return CliResult(code, out, err)
 
 
 MATRIX = [(form, "right") for form in ("url", "query", "keyword", "keyword_plain", "malformed")] + \
