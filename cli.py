@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shlex
@@ -33,7 +34,16 @@ from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, ve
 from pnl import demo as demo_mod
 from pnl import seed as seed_mod
 from pnl.batch import MAX_RECORDED_FAILURES
-from pnl.db import DbSettings, check_dsn, connect_pool, redact, redact_text
+from pnl.db import (
+    DbSettings,
+    ScrubbingFormatter,
+    check_dsn,
+    connect_pool,
+    first_line,
+    redact,
+    scrub,
+    translate_db_error,
+)
 from pnl.embedded import Embedded, default_data_dir
 from pnl.errors import BadInput, PnlError
 
@@ -57,23 +67,30 @@ class DateParam(click.ParamType):
         try:
             return datetime.strptime(text, "%Y-%m-%d").date()
         except ValueError:
-            self.fail(f"{value!r} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
+            self.fail(f"{_shown(value)} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
 
 
 class DurationParam(click.ParamType):
-    """A duration such as 90s, 30m, 24h or 2d."""
+    """A duration such as 90s, 30m, 24h or 2d, within [minimum, maximum]."""
 
     name = "DURATION"
-    _units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    _units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def __init__(self, minimum: timedelta = timedelta(seconds=1), maximum: timedelta = timedelta(days=7)) -> None:
+        self.minimum, self.maximum = minimum, maximum
 
     def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
         if isinstance(value, timedelta):
             return value
-        m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(value).lower())
+        m = re.fullmatch(r"\s*([0-9]{1,15})\s*([smhd])\s*", str(value).lower())
         if not m or int(m.group(1)) == 0:
-            self.fail(f"{value!r} is not a duration: use a positive number with s, m, h or d (90s, 30m, 24h)",
+            self.fail(f"{_shown(value)} is not a duration: use a positive number with s, m, h or d (90s, 30m, 24h)",
                       param, ctx)
-        return timedelta(**{self._units[m.group(2)]: int(m.group(1))})
+        seconds = int(m.group(1)) * self._units[m.group(2)]
+        if not self.minimum.total_seconds() <= seconds <= self.maximum.total_seconds():
+            self.fail(f"{_shown(value)} is out of range: use {_human(self.minimum)} to {_human(self.maximum)}",
+                      param, ctx)
+        return timedelta(seconds=seconds)
 
 
 class IntRange(click.IntRange):
@@ -85,8 +102,27 @@ class IntRange(click.IntRange):
         return super().convert(value, param, ctx)
 
 
+def _human(d: timedelta) -> str:
+    seconds = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _shown(value: Any) -> str:
+    """A user's value, quoted and cut short, for an error message."""
+    text = repr(str(value))
+    return text if len(text) <= 42 else text[:40] + "...'"
+
+
+BIGINT_MAX = 2**63 - 1
 DATE = DateParam()
-DURATION = DurationParam()
+LEASE = DurationParam(timedelta(seconds=1), timedelta(days=7))
+STATEMENT_TIMEOUT = DurationParam(timedelta(seconds=1), timedelta(hours=24))
+OLDER_THAN = DurationParam(timedelta(seconds=1), timedelta(days=3650))
+ID = IntRange(1, BIGINT_MAX)
+PG_SOURCES = ("auto", "system", "wheel")
 
 
 # ---------------------------------------------------------------- plumbing
@@ -115,30 +151,40 @@ class Refused(PnlError):
     """The user did not confirm (or could not: no terminal); nothing was changed."""
 
 
-def fail(exc: BaseException) -> tuple[str, int] | None:
-    """THE error mapping: (message, exit code) for an error a user can act on,
-    None for a bug (which keeps its traceback). Every message passes through
-    redact_text, the one place credentials are scrubbed."""
+def fail(exc: BaseException) -> tuple[str, int]:
+    """THE error mapping: (message, exit code) for any error that ends a command.
+    main() passes every message through pnl.db.scrub (the one place credentials
+    are removed) before it is shown."""
     if isinstance(exc, click.UsageError):          # includes BadParameter, NoSuchOption, MissingParameter
         where = exc.ctx.command_path if exc.ctx else "pnl"
-        message, code = f"{exc.format_message()} (see `{where} --help`)", exc.exit_code
-    elif isinstance(exc, click.ClickException):
-        message, code = exc.format_message(), exc.exit_code
-    elif isinstance(exc, BadInput):
-        message, code = str(exc), 2
-    elif isinstance(exc, PnlError):
-        message, code = str(exc), 1
-    elif isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) or \
-            type(exc).__module__.startswith("psycopg"):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        message, code = f"database error: {first}", 1
-    elif isinstance(exc, OSError):
-        message, code = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else ""), 1
-    elif isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
-        message, code = "aborted; nothing more was done", 130
-    else:
-        return None
-    return redact_text(message), code
+        return f"{exc.format_message()} (see `{where} --help`)", exc.exit_code
+    if isinstance(exc, click.ClickException):
+        return exc.format_message(), exc.exit_code
+    if isinstance(exc, BadInput):
+        return str(exc), 2
+    if isinstance(exc, PnlError):
+        return str(exc), 1
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) or type(exc).__module__.startswith("psycopg"):
+        return str(translate_db_error(exc)), 1
+    if isinstance(exc, OSError):
+        return (exc.strerror or first_line(exc)) + (f": {exc.filename}" if exc.filename else ""), 1
+    if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
+        return "aborted; nothing more was done", 130
+    return f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug in pnl: please report it)", 1
+
+
+def run_async(work: Awaitable[T]) -> T:
+    """asyncio.run; a driver error is translated (not mapped: fail() does that)
+    with what only the running command knows: a missing privilege names the
+    role to use (pnl.db.translate_db_error)."""
+    try:
+        return asyncio.run(work)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        click_ctx = click.get_current_context(silent=True)
+        command = click_ctx.command_path.removeprefix("pnl").strip() if click_ctx else None
+        dry_run = bool(click_ctx and click_ctx.params.get("dry_run"))
+        obj = click_ctx.find_object(Context) if click_ctx else None
+        raise translate_db_error(exc, command, dry_run, obj.dsn if obj else None) from None
 
 
 def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_schema: bool = True,
@@ -153,7 +199,7 @@ def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_
                     await migrate.require_current(conn)
             return await fn(pool)
 
-    return asyncio.run(go())
+    return run_async(go())
 
 
 def emit_json(obj: Any) -> None:
@@ -241,12 +287,15 @@ class Progress:
              invoke_without_command=True)
 @click.version_option(__version__, "--version", prog_name="pnl")
 @click.option("--dsn", envvar="DATABASE_URL", metavar="URL", show_envvar=True,
-              help="PostgreSQL URL, e.g. postgresql://pnl@db:5432/pnl. Never printed with its password.")
+              help="PostgreSQL URL (postgresql://pnl@db:5432/pnl) or keyword/value string (host=db dbname=pnl). "
+                   "Prefer DATABASE_URL to --dsn, and keep the password out of it: a PGPASSFILE (~/.pgpass) line "
+                   "(or PGPASSWORD); a command line is visible to every user in `ps`. Never printed with its "
+                   "password.")
 @click.option("--embedded", is_flag=True, envvar="PNL_EMBEDDED", show_envvar=True,
               help="Use a local embedded PostgreSQL (started on demand) instead of --dsn.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), metavar="DIR",
               help="The embedded database's data directory (default: per user; `pnl db status` shows it).")
-@click.option("--statement-timeout", type=DURATION, default="5m", show_default=True,
+@click.option("--statement-timeout", type=STATEMENT_TIMEOUT, default="5m", show_default=True,
               help="Abort any single SQL statement that runs longer than this.")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | None,
@@ -265,10 +314,13 @@ def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | No
     """
     if embedded and dsn and ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--dsn and --embedded choose two different databases: give one")
+    source = os.environ.get("PNL_PG_SOURCE", "auto").strip().lower() or "auto"
+    if source not in PG_SOURCES:
+        raise click.UsageError(f"PNL_PG_SOURCE must be one of {', '.join(PG_SOURCES)}, not {_shown(source)}")
     ctx.obj = Context(
         dsn=None if embedded else dsn,
         statement_timeout_ms=int(statement_timeout.total_seconds() * 1000),
-        embedded=Embedded(data_dir or default_data_dir(), source=os.environ.get("PNL_PG_SOURCE", "auto")),
+        embedded=Embedded(data_dir or default_data_dir(), source=source),
         use_embedded=embedded,
         data_dir_given=data_dir is not None,
     )
@@ -383,11 +435,11 @@ def batch_common(f: Callable) -> Callable:
     f = click.option("--workers", type=IntRange(1, 64), default=2, show_default=True,
                      help="Chunks in flight at once, each on its own database connection "
                           "(the database computes them in parallel; 1 = one connection).")(f)
-    f = click.option("--lease", type=DURATION, default="15m", show_default=True,
+    f = click.option("--lease", type=LEASE, default="15m", show_default=True,
                      help="How long a claim stays ours; a run that dies is taken over after this.")(f)
     f = click.option("--chunk-size", type=IntRange(1, 100_000), default=5000, show_default=True,
                      help="Portfolios per claim/compute/finalize round trip.")(f)
-    f = click.option("--portfolio", "portfolio", type=IntRange(min=1), multiple=True, metavar="ID",
+    f = click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
                      help="Only this portfolio (repeatable). Default: all portfolios.")(f)
     return json_option(f)
 
@@ -485,7 +537,7 @@ def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[i
 
 
 @cli.command("cleanup")
-@click.option("--older-than", "older_than", type=DURATION, required=True,
+@click.option("--older-than", "older_than", type=OLDER_THAN, required=True,
               help="Only claims made longer ago than this (e.g. 30m, 24h).")
 @click.option("--date", "day", type=DATE, help="Only claims for this snapshot date.")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
@@ -532,7 +584,7 @@ def cleanup_cmd(ctx: Context, older_than: timedelta, day: date | None, dry_run: 
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.option("--batch-size", type=IntRange(1, 1_000_000), default=1000, show_default=True,
               help="Duplicate groups per transaction (an interrupted dedupe resumes where it stopped).")
-@click.option("--restore", "restore_run", type=IntRange(min=1), metavar="RUN_ID",
+@click.option("--restore", "restore_run", type=ID, metavar="RUN_ID",
               help="Put back every row dedupe run RUN_ID deleted (before the unique constraint exists).")
 @json_option
 @click.pass_obj
@@ -647,7 +699,7 @@ def verify_cmd(ctx: Context, as_json: bool) -> None:
 
 
 @cli.command("repair")
-@click.option("--portfolio", "portfolio", type=IntRange(min=1), multiple=True, metavar="ID",
+@click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
               help="The portfolio to repair (repeatable).")
 @click.option("--from", "from_date", type=DATE, help="Recompute this date and every later snapshot.")
 @click.option("--all-broken", is_flag=True,
@@ -716,7 +768,7 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
 @click.option("--symbols", type=IntRange(1, 1_000_000), default=50, show_default=True,
               help="Distinct symbols (about one in ten an option contract, multiplier 100).")
 @click.option("--end", type=DATE, default="yesterday", show_default=True, help="The last calendar day.")
-@click.option("--seed", "seed_value", type=int, default=1, show_default=True,
+@click.option("--seed", "seed_value", type=IntRange(0, 2**31 - 1), default=1, show_default=True,
               help="Random seed: the same arguments and seed give the same data.")
 @click.option("--legacy-duplicates", is_flag=True,
               help="Also write what the old batch left: duplicate, inflated snapshots of the last day "
@@ -757,7 +809,7 @@ def seed_cmd(ctx: Context, portfolios: int, positions: int, days: int, symbols: 
 @click.option("--portfolios", type=IntRange(1, 100_000), default=200, show_default=True)
 @click.option("--positions", type=IntRange(1, 100), default=8, show_default=True)
 @click.option("--days", type=IntRange(2, 366), default=30, show_default=True)
-@click.option("--seed", "seed_value", type=int, default=7, show_default=True)
+@click.option("--seed", "seed_value", type=IntRange(0, 2**31 - 1), default=7, show_default=True)
 @json_option
 @click.pass_obj
 def demo_cmd(ctx: Context, portfolios: int, positions: int, days: int, seed_value: int, as_json: bool) -> None:
@@ -820,13 +872,21 @@ def db_group(ctx: click.Context) -> None:
     show_help_without_command(ctx)
 
 
+def _embedded_call(fn: Callable[[], T]) -> T:
+    """An unusable --data-dir or a damaged state file, as a domain error (fail() maps it)."""
+    try:
+        return fn()
+    except (OSError, ValueError) as exc:
+        raise PnlError(f"embedded PostgreSQL: {first_line(exc)}") from None
+
+
 @db_group.command("start")
 @json_option
 @click.pass_obj
 def db_start_cmd(ctx: Context, as_json: bool) -> None:
     """Initialize (first time) and start the embedded PostgreSQL."""
-    dsn, started = ctx.embedded.start()
-    info = {**ctx.embedded.describe(), "url": redact(dsn), "started_now": started}
+    dsn, started = _embedded_call(ctx.embedded.start)
+    info = {**_embedded_call(ctx.embedded.describe), "url": redact(dsn), "started_now": started}
     if as_json:
         emit_json(info)
         return
@@ -841,7 +901,7 @@ def db_start_cmd(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def db_stop_cmd(ctx: Context, as_json: bool) -> None:
     """Stop the embedded PostgreSQL (its data stays)."""
-    stopped = ctx.embedded.stop()
+    stopped = _embedded_call(ctx.embedded.stop)
     if as_json:
         emit_json({"stopped": stopped, "data_dir": str(ctx.embedded.data_dir)})
     else:
@@ -854,7 +914,7 @@ def db_stop_cmd(ctx: Context, as_json: bool) -> None:
 @click.pass_obj
 def db_url_cmd(ctx: Context, show_password: bool, as_json: bool) -> None:
     """Print the embedded database's URL (password masked unless --show-password)."""
-    url = ctx.embedded.url()
+    url = _embedded_call(ctx.embedded.url)
     shown = url if show_password else redact(url)
     if as_json:
         emit_json({"url": shown, "data_dir": str(ctx.embedded.data_dir)})
@@ -867,7 +927,7 @@ def db_url_cmd(ctx: Context, show_password: bool, as_json: bool) -> None:
 @click.pass_obj
 def db_status_cmd(ctx: Context, as_json: bool) -> None:
     """Show where the embedded database lives and whether it is running."""
-    info = ctx.embedded.describe()
+    info = _embedded_call(ctx.embedded.describe)
     if as_json:
         emit_json(info)
         return
@@ -884,20 +944,36 @@ def _wants_json(args: list[str]) -> bool:
     return "--json" in args
 
 
+def _given_dsns(argv: list[str]) -> tuple[str | None, ...]:
+    """Every DSN this invocation was given (DATABASE_URL, --dsn X, --dsn=X): the
+    strings to keep out of any message, whatever the message is."""
+    given: list[str | None] = [os.environ.get("DATABASE_URL")]
+    for i, arg in enumerate(argv):
+        if arg == "--dsn" and i + 1 < len(argv):
+            given.append(argv[i + 1])
+        elif arg.startswith("--dsn="):
+            given.append(arg.removeprefix("--dsn="))
+    return tuple(given)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point: every error ends in one line on stderr (`pnl: error: ...`)
-    and, with --json, one JSON object on stdout; never a traceback for a user
-    mistake. fail() decides the message and the exit code."""
+    and, with --json, one JSON object on stdout; never a traceback. fail()
+    decides the message and the exit code; scrub() removes every secret from it
+    (and from every log line)."""
     argv = list(sys.argv[1:] if args is None else args)
+    dsns = _given_dsns(argv)
+    secrets = (os.environ.get("PGPASSWORD"),)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter(dsns, secrets, "pnl: %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
         cli.main(argv, prog_name="pnl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except (Exception, click.exceptions.Abort, KeyboardInterrupt) as exc:
-        mapped = fail(exc)
-        if mapped is None:
-            raise
-        message, code = mapped
+        message, code = fail(exc)
+        message = scrub(message, *dsns, secrets=secrets)
         if _wants_json(argv):
             emit_json({"error": message, "exit_code": code})
         click.echo(f"pnl: error: {message}", err=True)

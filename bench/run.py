@@ -4,7 +4,7 @@
     python bench/run.py                         # 100,000 portfolios x 20 positions, 5,000 symbols
     python bench/run.py --portfolios 1000000    # the 1M run
     python bench/run.py --chunk-sizes 250,1000,5000,20000   # the chunk-size curve
-    python bench/run.py --dsn postgresql://...  # use an existing server (a scratch database is made)
+    PNL_BENCH_DSN=postgresql://... python bench/run.py   # an existing server (a scratch database is made)
 
 Against a scratch database it makes itself (by default on a throwaway local
 PostgreSQL server, root-safe, like the tests), it generates the data, then
@@ -83,11 +83,20 @@ async def fetchrow(dsn: str, query: str, *args: object) -> asyncpg.Record:
         await conn.close()
 
 
+def pnl_process(dsn: str, *args: str) -> subprocess.Popen:
+    """`pnl ARGS --json` as a process. The DSN (with its password) goes through
+    the environment, never the command line, which every user can read in `ps`."""
+    cmd = [sys.executable, str(ROOT / "cli.py"), "--statement-timeout", "30m", *args, "--json"]
+    env = {**os.environ, "DATABASE_URL": dsn}
+    env.pop("PNL_EMBEDDED", None)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+
+
 def run_pnl(dsn: str, *args: str) -> tuple[float, float, dict]:
     """Run `pnl ARGS --json` as a process: (wall seconds, peak RSS MB, its JSON)."""
-    cmd = [sys.executable, str(ROOT / "cli.py"), "--dsn", dsn, "--statement-timeout", "30m", *args, "--json"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = pnl_process(dsn, *args)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
@@ -98,9 +107,8 @@ def run_pnl(dsn: str, *args: str) -> tuple[float, float, dict]:
 
 
 def run_processes(dsn: str, n: int, *args: str) -> tuple[float, float, list[dict]]:
-    cmd = [sys.executable, str(ROOT / "cli.py"), "--dsn", dsn, "--statement-timeout", "30m", *args, "--json"]
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = [pnl_process(dsn, *args) for _ in range(n)]
     peak, outs = 0.0, []
     for p in procs:
         _, status, usage = os.wait4(p.pid, 0)
@@ -229,7 +237,9 @@ def main() -> None:
     ap.add_argument("--chunk-sizes", default="1000,5000",
                     help="comma-separated chunk sizes to measure; the fastest is used for the other rows")
     ap.add_argument("--workers", type=int, default=4)
-    ap.add_argument("--dsn", help="an existing server (a scratch database is created on it and dropped)")
+    ap.add_argument("--dsn", default=os.environ.get("PNL_BENCH_DSN"),
+                    help="an existing server (a scratch database is created on it and dropped); better "
+                         "PNL_BENCH_DSN, with the password in PGPASSFILE: argv is visible in `ps`")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database/server afterwards")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args()

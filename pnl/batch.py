@@ -27,6 +27,7 @@ from datetime import date, timedelta
 
 import asyncpg
 
+from pnl.db import first_line, scrub
 from pnl.errors import BadInput, DatabaseUnavailable
 from pnl.queries import sql
 
@@ -195,8 +196,8 @@ def _outcome(result: RunResult) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The message kept in failures and batch_runs: one line, no credentials."""
+    return scrub(first_line(exc))
 
 
 async def _process_chunk(pool: asyncpg.Pool, result: RunResult, day: date, ids: list[int],

@@ -18,6 +18,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from pnl.db import use_dry_run_copies
 from pnl.errors import BadInput, PnlError, SchemaNotReady
 from pnl.migrate import states
 from pnl.queries import sql
@@ -89,8 +90,9 @@ async def plan_dedupe(pool: asyncpg.Pool) -> DedupeResult:
     """The dry run: exactly what a dedupe would archive and delete now.
 
     The very statements of a real run execute in one transaction that is then
-    rolled back: the plan shown is what a real run does, and nothing (not even
-    the rescue run's row) remains.
+    rolled back, on temporary copies of the tables (pnl.db.use_dry_run_copies):
+    the plan shown is exactly what a real run would do, nothing remains, and
+    the read-only role can run it.
     """
     async with pool.acquire() as conn:
         await require_audit_table(conn)
@@ -98,6 +100,7 @@ async def plan_dedupe(pool: asyncpg.Pool) -> DedupeResult:
         tx = conn.transaction()
         await tx.start()
         try:
+            await use_dry_run_copies(conn, "dryrun/copy_duplicate_snapshots")
             run_id = await conn.fetchval(sql("rescue/start_rescue_run"), "dedupe", socket.gethostname(), os.getpid())
             result = DedupeResult(run_id=None, dry_run=True)
             _absorb(result, await conn.fetch(sql("dedupe/delete_duplicate_snapshots"), run_id, 2**31 - 1, None))

@@ -16,8 +16,15 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from pnl.db import redact, yoyo_uri
-from pnl.errors import BadInput, DatabaseUnavailable, MigrationRefused, PnlError, SchemaNotReady
+from pnl.db import PRIVILEGE_SQLSTATE, ROLES, redact, role_for, scrub, sqlstate_of, translate_db_error, yoyo_uri
+from pnl.errors import (
+    BadInput,
+    DatabaseUnavailable,
+    MigrationRefused,
+    PnlError,
+    PrivilegeMissing,
+    SchemaNotReady,
+)
 from pnl.queries import sql
 from pnl.resources import migrations_dir
 
@@ -75,18 +82,18 @@ def resolve_id(target: str) -> str:
 
 
 def _cannot_connect(dsn: str, exc: Exception) -> DatabaseUnavailable:
-    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
-    return DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {reason}")
+    text = str(exc).strip()
+    reason = text.splitlines()[-1] if text else type(exc).__name__
+    return DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {scrub(reason, dsn)}")
 
 
 def _backend(dsn: str) -> DatabaseBackend:
     """yoyo's backend. Creating it creates yoyo's own tables: only for a real apply/rollback."""
-    import psycopg
     from yoyo import get_backend
 
     try:
         return get_backend(yoyo_uri(dsn))
-    except psycopg.OperationalError as exc:
+    except Exception as exc:  # psycopg, yoyo's URI parser: one line, never the DSN
         raise _cannot_connect(dsn, exc) from None
 
 
@@ -100,6 +107,19 @@ def _has_history(dsn: str) -> bool:
     except psycopg.OperationalError as exc:
         raise _cannot_connect(dsn, exc) from None
     return bool(row and row[0])
+
+
+def _require_privileges(backend: DatabaseBackend, command: str) -> None:
+    """One line naming what is missing, before yoyo's lock (which would retry
+    a permission error until its timeout)."""
+    with backend.connection.cursor() as cur:
+        cur.execute(sql("schema/missing_migration_privileges"))
+        missing = [row[0] for row in cur.fetchall()]
+    backend.connection.rollback()
+    if missing:
+        role = role_for(command)
+        raise PrivilegeMissing(f"missing privilege: {'; '.join(missing)}; `pnl {command}` needs the {role} role: "
+                               f"connect as {ROLES[role]} (sql/roles/create_roles.sql creates it)")
 
 
 def _refusal(migration_id: str, exc: psycopg.Error) -> MigrationRefused:
@@ -117,11 +137,14 @@ def _each(dsn: str, pick: Callable[[DatabaseBackend, MigrationList], list[Migrat
     """Under yoyo's lock, run backend.<step> (apply_one / rollback_one) on each
     migration `pick` selects, in its order; the first refusal stops it."""
     import psycopg
+    from yoyo.exceptions import LockTimeout
 
+    command = "migrate" if step == "apply_one" else "rollback"
     migrations = all_migrations()
     backend = _backend(dsn)
     done: list[str] = []
     try:
+        _require_privileges(backend, command)
         with backend.lock(timeout=LOCK_TIMEOUT_S):
             if prepare:
                 prepare(backend, migrations)
@@ -129,8 +152,15 @@ def _each(dsn: str, pick: Callable[[DatabaseBackend, MigrationList], list[Migrat
                 try:
                     getattr(backend, step)(migration)
                 except psycopg.Error as exc:
+                    if sqlstate_of(exc) == PRIVILEGE_SQLSTATE:
+                        raise translate_db_error(exc, command, dsn=dsn) from None
                     raise _refusal(migration.id, exc) from None
                 done.append(migration.id)
+    except LockTimeout as exc:
+        raise PnlError(f"another `pnl {command}` holds the migration lock ({exc}); try again when it is done, "
+                       "or remove a stale lock with `DELETE FROM yoyo_lock`") from None
+    except psycopg.Error as exc:
+        raise translate_db_error(exc, command, dsn=dsn) from None
     finally:
         backend.connection.close()
     return done

@@ -20,6 +20,7 @@ from decimal import Decimal
 import asyncpg
 
 from pnl.batch import finalize_chunk
+from pnl.db import use_dry_run_copies
 from pnl.errors import BadInput, PnlError
 from pnl.queries import sql
 from pnl.verify import flagged_chain_portfolios
@@ -92,6 +93,8 @@ async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool,
         await _check_anchors(conn, targets)
         try:
             async with conn.transaction():
+                if dry_run:  # the same statements, on temporary copies: needs no write privilege
+                    await use_dry_run_copies(conn, "dryrun/copy_portfolios", pids)
                 await _replay(conn, targets, pids, result, on_progress)
                 if expect is not None and result.changes != expect:
                     raise PnlError("the data changed since the repair was previewed, so it would now write other "

@@ -163,7 +163,7 @@ def test_errors_with_json_are_one_json_object_on_stdout_and_one_line_on_stderr(
 
 
 def test_a_port_that_is_not_a_number_is_bad_input() -> None:
-    assert_one_line_error(run_cli("status", dsn="postgresql://pnl@127.0.0.1:abc/pnl"), 2, "port in --dsn")
+    assert_one_line_error(run_cli("status", dsn="postgresql://pnl@127.0.0.1:abc/pnl"), 2, "a port is not a number")
 
 
 def test_an_operational_error_in_json_names_the_fix(empty_db: Db) -> None:
