@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
-from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, verify
+from pnl import __version__, batch, calendar, cleanup, dedupe, migrate, repair, status, verify
 from pnl import demo as demo_mod
 from pnl import seed as seed_mod
-from pnl.batch import MAX_RECORDED_FAILURES
+from pnl.calendar import DayRequest
 from pnl.db import DbSettings, check_dsn, connect_pool, redact
 from pnl.embedded import Embedded, default_data_dir
 from pnl.errors import BadInput, PnlError
@@ -38,22 +38,36 @@ T = TypeVar("T")
 
 # ---------------------------------------------------------------- parameters
 class DateParam(click.ParamType):
-    """YYYY-MM-DD, or `today` / `yesterday` (the machine's local date)."""
+    """YYYY-MM-DD, or `today` / `yesterday` (the machine's local date).
+
+    With db_clock=True the keywords (and `latest`: the latest price date not
+    after today) are kept as a DayRequest and resolved by pnl in the database,
+    on the DATABASE's clock: a cron host in another time zone cannot run a
+    date the database has not reached."""
 
     name = "YYYY-MM-DD"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> date:
-        if isinstance(value, date):
+    def __init__(self, db_clock: bool = False) -> None:
+        self.db_clock = db_clock
+        if db_clock:
+            self.name = "YYYY-MM-DD|latest"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> date | DayRequest:
+        if isinstance(value, date | DayRequest):
             return value
         text = str(value).strip().lower()
+        if self.db_clock and text in calendar.KEYWORDS:
+            return DayRequest(keyword=text)
         if text == "today":
             return date.today()
         if text == "yesterday":
             return date.today() - timedelta(days=1)
         try:
-            return datetime.strptime(text, "%Y-%m-%d").date()
+            day = datetime.strptime(text, "%Y-%m-%d").date()
         except ValueError:
-            self.fail(f"{value!r} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
+            words = "latest, today, yesterday" if self.db_clock else "today, yesterday"
+            self.fail(f"{value!r} is not a date: use YYYY-MM-DD (or {words})", param, ctx)
+        return DayRequest(day=day) if self.db_clock else day
 
 
 class DurationParam(click.ParamType):
@@ -73,6 +87,7 @@ class DurationParam(click.ParamType):
 
 
 DATE = DateParam()
+RUN_DATE = DateParam(db_clock=True)     # resolved in the database: today/yesterday/latest on its clock
 DURATION = DurationParam()
 
 
@@ -340,22 +355,46 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
                                                                for c in bad) + " -> pnl verify"))
 
 
-@cli.group("batch")
+EX_TEMPFAIL = 75      # sysexits.h: "temporary failure, try again later"
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    done: every selected portfolio has a complete snapshot for every date
+       the run covered (dates before a portfolio's chain are not owed)
+  1    some portfolios failed (listed; their claims released), or an
+       operational error (database unreachable, schema not current, ...)
+  2    bad input: not a price date, a date after today, unknown portfolio
+  75   only held: other live runs own some slots (named, with their lease
+       expiry); run again later, or use --wait
+  130/143  stopped by SIGINT/SIGTERM after the chunks in flight"""
+
+
+@cli.group("batch", epilog=EXIT_CODES_HELP)
 def batch_group() -> None:
-    """Run the daily P&L batch (safe to repeat and to run concurrently)."""
+    """Run the daily P&L batch (safe to repeat and to run concurrently).
+
+    A run up to date D computes, for every portfolio, each price date after
+    its latest complete snapshot up to D, in date order: a late, skipped or
+    failed day is filled by the next run. `pnl batch run --date latest` is
+    what a scheduler calls; on a holiday it finds nothing to do (exit 0).
+    """
 
 
-def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta) -> batch.BatchOptions:
+def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta,
+                   wait: bool = False) -> batch.BatchOptions:
     pause = os.environ.get("PNL_TEST_PAUSE_AFTER_CLAIM", "")
     return batch.BatchOptions(
         portfolio_ids=tuple(sorted(set(portfolio))) or None,
         chunk_size=chunk_size,
         lease=lease,
+        wait=wait,
         pause_after_claim_s=float(pause) if pause else 0.0,
     )
 
 
 def batch_common(f: Callable) -> Callable:
+    f = click.option("--wait", is_flag=True,
+                     help="When other live runs hold some slots, wait for them (at most one --lease), take "
+                          "over the ones whose lease expires, and finish: exit 0 instead of 75.")(f)
     f = click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
                      help="Chunks in flight at once, each on its own database connection "
                           "(the database computes them in parallel; 1 = one connection).")(f)
@@ -368,37 +407,73 @@ def batch_common(f: Callable) -> Callable:
     return json_option(f)
 
 
-def _render_run(r: batch.RunResult) -> None:
-    click.echo(
-        f"run #{r.run_id} {r.date}: {r.status}: processed {r.processed}, skipped {r.skipped}, "
-        f"failed {r.failed}, reclaimed {r.reclaimed}, lost {r.lost} of {r.total} ({r.seconds:.2f}s)"
-    )
-    for f in r.failures[:20]:
-        click.echo(f"  portfolio {f.portfolio_id}: {f.reason}", err=True)
-    if r.failed > 20:
-        click.echo(f"  ... and {r.failed - 20} more (the first {MAX_RECORDED_FAILURES} are in batch_runs.failures "
-                   f"of run #{r.run_id})", err=True)
+MAX_DATES_SHOWN = 31
+MAX_FAILURES_SHOWN = 20
 
 
-@batch_group.command("run")
-@click.option("--date", "day", type=DATE, required=True, help="The snapshot date (YYYY-MM-DD, today, yesterday).")
+def _render_run(r: batch.RunResult, head: str) -> None:
+    dates = r.dates()
+    extra = f", reclaimed {r.reclaimed}" if r.reclaimed else ""
+    unreached = r.total - r.reached
+    click.echo(f"run #{r.run_id} {head}: {r.status}: {r.total} portfolio(s), {len(dates)} date(s){extra}"
+               + (f", {unreached} not reached" if unreached else "") + f" ({r.seconds:.2f}s)")
+    for d in dates[:MAX_DATES_SHOWN]:
+        click.echo(f"  {d.day}  processed {d.processed}, already done {d.already_done}, before chain "
+                   f"{d.before_chain}, held {d.held}, failed {d.failed}, lost {d.lost}")
+    if len(dates) > MAX_DATES_SHOWN:
+        t = r.totals()
+        click.echo(f"  ... {len(dates) - MAX_DATES_SHOWN} more date(s) (--json lists them all); in all: "
+                   + ", ".join(f"{b.replace('_', ' ')} {t[b]}" for b in batch.BUCKETS))
+    if r.abandoned_runs:
+        click.echo("marked abandoned (no heartbeat for longer than their lease, no live claims: their process "
+                   f"died): {', '.join(f'#{i}' for i in r.abandoned_runs)}", err=True)
+    for f in r.failures[:MAX_FAILURES_SHOWN]:
+        click.echo(f"  portfolio {f.portfolio_id} on {f.day}: {f.reason}", err=True)
+    if r.failed > MAX_FAILURES_SHOWN:
+        click.echo(f"  ... {r.failed} failed slot(s) in all; --json lists the first {batch.MAX_REPORTED_FAILURES}, "
+                   f"batch_runs.failures of run #{r.run_id} the first {batch.MAX_RECORDED_FAILURES}", err=True)
+    if any(d.before_chain for d in dates):
+        click.echo("before chain: dates before a portfolio's first snapshot are not owed and not computed; to "
+                   "rebuild its history from an earlier date: pnl batch undo --from DATE, then "
+                   "pnl batch backfill --from DATE --to latest", err=True)
+    if r.held:
+        click.echo(f"held: {r.held} slot(s) are owned by other live runs:", err=True)
+        for h in r.holders:
+            who = f" ({h.host}:{h.pid})" if h.host else ""
+            click.echo(f"  run #{h.run_id}{who} holds {h.claims} claim(s) {h.first_date}..{h.last_date}, lease "
+                       f"expires {h.lease_expires_at:%Y-%m-%d %H:%M:%S%z}", err=True)
+        click.echo(f"exit {EX_TEMPFAIL}: run again later (or with --wait) to finish them", err=True)
+
+
+def _run_exit(r: batch.RunResult, stopper: Stopper) -> int:
+    return stopper.exit_code({"done": 0, "held": EX_TEMPFAIL, "failed": 1, "interrupted": 1}[r.outcome])
+
+
+@batch_group.command("run", epilog=EXIT_CODES_HELP)
+@click.option("--date", "day", type=RUN_DATE, required=True,
+              help="The last date to compute: a price date not after today (the database's clock), "
+                   "YYYY-MM-DD, or latest (what a scheduler should use), today, yesterday.")
 @batch_common
 @click.pass_obj
-def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_size: int,
-                  lease: timedelta, workers: int, as_json: bool) -> None:
-    """Compute and store every portfolio's P&L snapshot for --date, exactly once.
+def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chunk_size: int,
+                  lease: timedelta, workers: int, wait: bool, as_json: bool) -> None:
+    """Compute every portfolio's snapshots up to --date, exactly once, gap-free.
 
-    Each portfolio's slot is claimed first (INSERT ... ON CONFLICT DO NOTHING);
-    a slot that is already done or owned by another run is skipped, untouched.
-    Exits 0 when every portfolio is done (also when all were already done),
-    1 when some failed (reported; their claims are released for a later run).
+    For each portfolio: every price date after its latest complete snapshot,
+    up to --date, in date order (a portfolio with no snapshot starts at
+    --date). Each slot is claimed first (INSERT ... ON CONFLICT DO NOTHING);
+    a slot already done is left alone. --date must be a price date (a date
+    with a close in market_prices) not after today, else nothing is written.
+    Every portfolio ends each date in one bucket: processed, already done,
+    before chain (dates before its first snapshot: not owed), held (another
+    live run owns it), failed, lost (another run took our claim over).
     """
-    opts = _batch_options(portfolio, chunk_size, lease)
-    progress = Progress(f"batch {day}", enabled=not as_json)
+    opts = _batch_options(portfolio, chunk_size, lease, wait)
+    progress = Progress("batch", enabled=not as_json)
     stopper = Stopper()
 
     async def work(pool: asyncpg.Pool) -> batch.RunResult:
-        return await batch.run_batch(pool, day, opts, on_progress=progress, stop=stopper.arm(), workers=workers)
+        return await batch.run(pool, day, opts, on_progress=progress, stop=stopper.arm(), workers=workers)
 
     try:
         result = with_pool(ctx, work, connections=workers + 1)
@@ -407,57 +482,49 @@ def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_siz
     if as_json:
         emit_json(result.to_json())
     else:
-        _render_run(result)
-    sys.exit(stopper.exit_code(0 if result.status == "succeeded" else 1))
+        _render_run(result, f"up to {result.date}")
+    sys.exit(_run_exit(result, stopper))
 
 
-@batch_group.command("backfill")
-@click.option("--from", "first", type=DATE, required=True, help="First date (inclusive).")
-@click.option("--to", "last", type=DATE, required=True, help="Last date (inclusive).")
+@batch_group.command("backfill", epilog=EXIT_CODES_HELP)
+@click.option("--from", "first", type=RUN_DATE, required=True,
+              help="First date (inclusive): where portfolios without a snapshot start.")
+@click.option("--to", "last", type=RUN_DATE, required=True,
+              help="Last date (inclusive; not after today, the database's clock; `latest` works).")
 @batch_common
 @click.pass_obj
-def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[int, ...], chunk_size: int,
-                       lease: timedelta, workers: int, as_json: bool) -> None:
-    """Run the batch for each date in [--from, --to] that has prices, in order.
+def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfolio: tuple[int, ...],
+                       chunk_size: int, lease: timedelta, workers: int, wait: bool, as_json: bool) -> None:
+    """Compute every price date in [--from, --to], as ONE run, in date order.
 
-    Dates already done are skipped cheaply. Stops after the first date on which
-    a portfolio failed: later dates would otherwise be computed across the gap.
+    Portfolios without a snapshot start at --from; the others catch up from
+    their latest complete snapshot. Dates before a portfolio's first snapshot
+    are `before chain` (not computed, and they do not stop the rest: to
+    rebuild its history from earlier, `pnl batch undo --from DATE` first).
+    Dates already done cost one cheap look; a failed portfolio stops only its
+    own later dates. The output reports each date.
     """
-    if last < first:
-        raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
-    opts = _batch_options(portfolio, chunk_size, lease)
-    progress = Progress(f"backfill {first}..{last}", enabled=not as_json)
-
-    def on_date(result: batch.RunResult, done: int, total: int) -> None:
-        progress(done, total)
-        if result.failed and not as_json:
-            progress.close()
-            _render_run(result)
-
+    opts = _batch_options(portfolio, chunk_size, lease, wait)
+    progress = Progress("backfill", enabled=not as_json)
     stopper = Stopper()
 
-    async def work(pool: asyncpg.Pool) -> tuple[list[batch.RunResult], date | None]:
-        return await batch.backfill(pool, first, last, opts, on_date=on_date, stop=stopper.arm(), workers=workers)
+    async def work(pool: asyncpg.Pool) -> batch.BackfillResult:
+        return await batch.backfill(pool, first, last, opts, on_progress=progress, stop=stopper.arm(),
+                                    workers=workers)
 
     try:
-        results, stopped_at = with_pool(ctx, work, connections=workers + 1)
+        result = with_pool(ctx, work, connections=workers + 1)
     finally:
         progress.close()
     if as_json:
-        emit_json({"from": first.isoformat(), "to": last.isoformat(), "dates": len(results),
-                   "stopped_at": stopped_at.isoformat() if stopped_at else None,
-                   "runs": [r.to_json() for r in results]})
-    elif not results:
-        click.echo(f"no price dates between {first} and {last}: nothing to run")
+        emit_json(result.to_json())
+    elif result.run is None:
+        click.echo(f"no price dates between {result.first} and {result.last}: nothing to run")
     else:
-        click.echo(f"backfill {first}..{last}: {len(results)} date(s), processed "
-                   f"{sum(r.processed for r in results)}, skipped {sum(r.skipped for r in results)}, "
-                   f"failed {sum(r.failed for r in results)} ({sum(r.seconds for r in results):.1f}s)")
+        _render_run(result.run, f"backfill {result.first}..{result.last}")
         if stopper.signum is not None:
-            click.echo(f"stopped at {stopped_at} on request: run the backfill again to continue", err=True)
-        elif stopped_at:
-            click.echo(f"stopped at {stopped_at}: fix the failures above, then run the backfill again", err=True)
-    sys.exit(stopper.exit_code(1 if stopped_at else 0))
+            click.echo("stopped on request: run the backfill again to continue", err=True)
+    sys.exit(_run_exit(result.run, stopper) if result.run else 0)
 
 
 @cli.command("cleanup")

@@ -19,7 +19,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from pnl.batch import finalize_chunk
+from pnl.batch import finalize_chunk, reason
 from pnl.errors import BadInput, PnlError
 from pnl.queries import sql
 
@@ -100,7 +100,7 @@ async def _replay(conn: asyncpg.Connection, targets: dict[int, date], pids: list
                   result: RepairResult, on_progress: Callable[[int, int], None] | None) -> None:
     host, pid = socket.gethostname(), os.getpid()
     rescue_id = await conn.fetchval(sql("rescue/start_rescue_run"), "repair", host, pid)
-    token = (await conn.fetchrow(sql("runs/start_run"), min(targets.values()), host, pid))["id"]
+    token = (await conn.fetchrow(sql("runs/start_run"), min(targets.values()), host, pid, None, None))["id"]
     equity_before = {r["id"]: r["equity_balance"] for r in await conn.fetch(sql("repair/get_equity"), pids)}
     reopened = await conn.fetch(sql("repair/archive_and_reopen_snapshots"), rescue_id, token, pids,
                                 [targets[p] for p in pids])
@@ -109,11 +109,11 @@ async def _replay(conn: asyncpg.Connection, targets: dict[int, date], pids: list
     for (p, d) in old:
         by_date.setdefault(d, []).append(p)
     for n, day in enumerate(sorted(by_date), 1):
-        fin = await finalize_chunk(conn, token, day, sorted(by_date[day]))
+        fin = await finalize_chunk(conn, token, day, sorted(by_date[day]), gap_free=False)
         if on_progress:
             on_progress(n, len(by_date))
-        if fin.failed or fin.lost:
-            why = "; ".join(f"portfolio {f.portfolio_id}: {f.reason}" for f in fin.failed) or \
+        if fin.refused or fin.lost:
+            why = "; ".join(f"portfolio {f.portfolio_id}: {reason(f, day)}" for f in fin.refused) or \
                 f"claims lost for {fin.lost}"
             raise PnlError(f"repair stopped at {day} and changed nothing: {why}")
     new = {(r["portfolio_id"], r["snapshot_date"]): r["net_asset_value"]
@@ -121,7 +121,7 @@ async def _replay(conn: asyncpg.Connection, targets: dict[int, date], pids: list
     result.changes = [Change(p, d, old[(p, d)], new.get((p, d))) for (p, d) in sorted(old)]
     equity_after = {r["id"]: r["equity_balance"] for r in await conn.fetch(sql("repair/get_equity"), pids)}
     result.equity = {p: (equity_before[p], equity_after[p]) for p in pids}
-    await conn.execute(sql("runs/finish_run"), token, "succeeded", len(old), 0, 0, 0, 0, "[]")
+    await conn.execute(sql("runs/finish_run"), token, "succeeded", len(old), 0, 0, 0, 0, "[]", 0, 0)
     summary = {"portfolios": len(pids), "snapshots": len(old), "changed": result.changed, "batch_run_id": token}
     await conn.execute(sql("rescue/finish_rescue_run"), rescue_id, "done", json.dumps(summary))
     result.rescue_run_id = rescue_id
