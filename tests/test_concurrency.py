@@ -15,7 +15,8 @@ DAYS = [date(2026, 4, 6), date(2026, 4, 7)]
 
 
 def start_runs(dsn: str, day: date, n: int, chunk_size: int, pause: float = 0.0) -> list[subprocess.Popen]:
-    return [start_batch(dsn, "--date", day.isoformat(), "--chunk-size", str(chunk_size), pause=pause)
+    # --wait: a run that ends while another still holds a chunk waits for it (exit 0, not 75)
+    return [start_batch(dsn, "--date", day.isoformat(), "--chunk-size", str(chunk_size), "--wait", pause=pause)
             for _ in range(n)]
 
 
@@ -29,7 +30,7 @@ def test_eight_processes_same_date_apply_each_portfolio_exactly_once(db: Db) -> 
             assert p.returncode == 0, err
             outs.append(json.loads(out))
         # Every process saw every portfolio; together they processed each once.
-        assert all(o["processed"] + o["skipped"] == 500 for o in outs)
+        assert all(o["processed"] + o["already_done"] == 500 and o["held"] == 0 for o in outs)
         assert sum(o["processed"] for o in outs) == 500
         assert sum(1 for o in outs if o["processed"] > 0) >= 2, "the runs did not actually overlap"
 
@@ -90,7 +91,7 @@ def test_sixteen_processes_with_random_kills_then_one_final_run(db: Db) -> None:
 def test_workers_in_one_process_share_the_chunks(db: Db) -> None:
     book = random_book(db.conn, n_portfolios=300, days=DAYS[:1], seed=5)
     procs = start_runs(db.dsn, DAYS[0], n=1, chunk_size=10)   # a plain run alongside, for contention
-    res = run_cli("batch", "run", "--date", DAYS[0].isoformat(), "--workers", "4", "--chunk-size", "10", "--json",
+    res = run_cli("batch", "run", "--date", DAYS[0].isoformat(), "--workers", "4", "--chunk-size", "10", "--wait", "--json",
                   dsn=db.dsn)
     out, err = procs[0].communicate(timeout=120)
     assert res.code == 0 and procs[0].returncode == 0, res.err + err

@@ -45,16 +45,17 @@ def test_kill_9_after_claiming_is_recovered_by_lease_expiry(db: Db) -> None:
     dead_run = db.scalar("SELECT max(id) FROM batch_runs")
     assert db.scalar("SELECT status FROM batch_runs WHERE id = %s", dead_run) == "running"
 
-    # While the lease is live, the dead run's claims are respected.
+    # While the lease is live, the dead run's claims are respected: they are held (exit 75, naming it).
     code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat(), "--lease", "2s"))
-    assert code == 0, err
-    assert out is not None and (out["processed"], out["skipped"], out["reclaimed"]) == (40, 20, 0)
+    assert code == 75, err
+    assert out is not None and (out["processed"], out["held"], out["reclaimed"]) == (40, 20, 0)
+    assert [h["run_id"] for h in out["holders"]] == [dead_run]
     assert incomplete(db) == 20
 
     time.sleep(2.2)
     code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
     assert code == 0, err
-    assert out is not None and (out["processed"], out["reclaimed"], out["skipped"]) == (20, 20, 40)
+    assert out is not None and (out["processed"], out["reclaimed"], out["already_done"]) == (20, 20, 40)
     assert incomplete(db) == 0
     assert_exactly_once(db, book)
 
