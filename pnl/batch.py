@@ -656,6 +656,9 @@ async def run_range(
         await _main_pass(pool, result, filter_ids, opts, on_progress, stop, workers)
         await _finish_held(pool, result, opts, stop, workers)
         result.status = _status(result, bool(stop and stop.is_set()))
+        # A run we waited for (or took over) may have died meanwhile: say so now.
+        async with pool.acquire() as conn:
+            result.abandoned_runs += [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
     except BaseException:
         result.status = "interrupted" if stop and stop.is_set() else "failed"
         result.seconds = time.monotonic() - started

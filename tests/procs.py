@@ -13,13 +13,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_batch(dsn: str, *args: str, pause: float = 0.0, global_args: tuple[str, ...] = ()) -> subprocess.Popen:
-    """`pnl [GLOBAL_ARGS] batch run ARGS --json` as a real process (pause: the test-only
-    sleep between claiming a chunk and finalizing it)."""
+def start_batch(dsn: str, *args: str, pause: float = 0.0, global_args: tuple[str, ...] = (),
+                cmd: tuple[str, ...] = ("batch", "run")) -> subprocess.Popen:
+    """`pnl [GLOBAL_ARGS] batch run ARGS --json` (or another CMD, e.g. batch backfill)
+    as a real process (pause: the test-only sleep between claiming a chunk and finalizing it)."""
     env = {**os.environ, "DATABASE_URL": dsn}
     if pause:
         env["PNL_TEST_PAUSE_AFTER_CLAIM"] = str(pause)
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *global_args, "batch", "run", *args, "--json"],
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *global_args, *cmd, *args, "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
 

@@ -91,8 +91,8 @@ def test_sixteen_processes_with_random_kills_then_one_final_run(db: Db) -> None:
 def test_workers_in_one_process_share_the_chunks(db: Db) -> None:
     book = random_book(db.conn, n_portfolios=300, days=DAYS[:1], seed=5)
     procs = start_runs(db.dsn, DAYS[0], n=1, chunk_size=10)   # a plain run alongside, for contention
-    res = run_cli("batch", "run", "--date", DAYS[0].isoformat(), "--workers", "4", "--chunk-size", "10", "--wait", "--json",
-                  dsn=db.dsn)
+    res = run_cli("batch", "run", "--date", DAYS[0].isoformat(), "--workers", "4", "--chunk-size", "10", "--wait",
+                  "--json", dsn=db.dsn)
     out, err = procs[0].communicate(timeout=120)
     assert res.code == 0 and procs[0].returncode == 0, res.err + err
     assert json.loads(res.out)["processed"] + json.loads(out)["processed"] == 300
