@@ -28,6 +28,7 @@ import click
 from pnl import __version__, batch, calendar, cleanup, dedupe, migrate, repair, status, verify
 from pnl import demo as demo_mod
 from pnl import seed as seed_mod
+from pnl import undo as undo_mod
 from pnl.calendar import DayRequest
 from pnl.db import DbSettings, check_dsn, connect_pool, redact
 from pnl.embedded import Embedded, default_data_dir
@@ -525,6 +526,86 @@ def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfo
         if stopper.signum is not None:
             click.echo("stopped on request: run the backfill again to continue", err=True)
     sys.exit(_run_exit(result.run, stopper) if result.run else 0)
+
+
+@batch_group.command("undo")
+@click.option("--from", "from_day", type=RUN_DATE, metavar="YYYY-MM-DD",
+              help="Remove every complete snapshot on or after this date.")
+@click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
+              help="Only this portfolio (repeatable). Default: all portfolios.")
+@click.option("--dry-run", is_flag=True, help="Show the snapshots per date and the equity changes; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option("--restore", "restore_run", type=click.IntRange(min=1), metavar="RUN_ID",
+              help="Put back exactly what undo run RUN_ID removed (refused if those dates were run again).")
+@click.option("--chunk-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
+              help="Portfolios per transaction.")
+@json_option
+@click.pass_obj
+def batch_undo_cmd(ctx: Context, from_day: DayRequest | None, portfolio: tuple[int, ...], dry_run: bool, yes: bool,
+                   restore_run: int | None, chunk_size: int, as_json: bool) -> None:
+    """Remove every complete snapshot on or after --from, archived, and set equity back.
+
+    To rebuild history from an earlier date (dates before a portfolio's chain
+    are `before chain`: never computed behind its back): undo --from D, then
+    `pnl batch backfill --from D --to latest`. Each removed row is archived
+    whole in snapshot_undo_audit under the undo's run id; equity goes back to
+    the NAV of the latest snapshot left (else the opening equity of the first
+    removed one). One transaction per chunk of portfolios. Refused (exit 1)
+    while another run holds unfinished claims on or after --from on those
+    portfolios. Running the dates again reproduces the same numbers;
+    --restore RUN_ID puts rows and equity back exactly.
+    """
+    if restore_run is not None:
+        if from_day is not None or portfolio or dry_run:
+            raise click.UsageError("--restore RUN_ID takes no --from, --portfolio or --dry-run")
+        confirm_or_refuse(yes, f"Put back every snapshot undo run #{restore_run} removed, and the equity?")
+        restored = with_pool(ctx, lambda pool: undo_mod.restore(pool, restore_run))
+        if as_json:
+            emit_json(restored.to_json())
+        else:
+            click.echo(f"restored {restored.restored} snapshot(s) and the equity of {restored.portfolios} "
+                       f"portfolio(s) removed by undo run #{restore_run}")
+        return
+    if from_day is None:
+        raise click.UsageError("give --from DATE (or --restore RUN_ID)")
+    ids = tuple(portfolio) or None
+    preview = with_pool(ctx, lambda pool: undo_mod.undo(pool, from_day, ids, dry_run=True, chunk_size=chunk_size))
+    if dry_run or not preview.removed:
+        _render_undo(preview, as_json)
+        return
+    if not as_json:
+        click.echo(f"undo will remove {preview.removed} snapshot(s) on or after {preview.from_date} of "
+                   f"{len(preview.equity)} portfolio(s), archived (see them first with --dry-run)")
+    confirm_or_refuse(yes, "Apply the undo?")
+    progress = Progress("undo", enabled=not as_json)
+    try:
+        result = with_pool(ctx, lambda pool: undo_mod.undo(pool, from_day, ids, dry_run=False, chunk_size=chunk_size,
+                                                           on_progress=progress))
+    finally:
+        progress.close()
+    _render_undo(result, as_json)
+
+
+def _render_undo(r: undo_mod.UndoResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(r.to_json())
+        return
+    if not r.removed:
+        click.echo(f"nothing to undo: no complete snapshot on or after {r.from_date}")
+        return
+    head = "dry run, nothing changed" if r.dry_run else f"undo run #{r.run_id}, archived in snapshot_undo_audit"
+    click.echo(f"{head}: {r.removed} snapshot(s) of {len(r.equity)} portfolio(s) on or after {r.from_date}")
+    dates = sorted(r.per_date.items())
+    for day, n in dates[:MAX_DATES_SHOWN]:
+        click.echo(f"  {day}  {n} snapshot(s)")
+    if len(dates) > MAX_DATES_SHOWN:
+        click.echo(f"  ... {len(dates) - MAX_DATES_SHOWN} more date(s) (--json lists them all)")
+    for e in r.equity[:MAX_FAILURES_SHOWN]:
+        click.echo(f"  portfolio {e.portfolio_id} equity: {e.before} -> {e.after}")
+    if len(r.equity) > MAX_FAILURES_SHOWN:
+        click.echo(f"  ... {len(r.equity) - MAX_FAILURES_SHOWN} more equity change(s) (--json lists them all)")
+    if not r.dry_run:
+        click.echo(f"to put it all back: pnl batch undo --restore {r.run_id}")
 
 
 @cli.command("cleanup")
