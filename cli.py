@@ -772,21 +772,26 @@ def verify_cmd(ctx: Context, as_json: bool) -> None:
 @cli.command("repair")
 @click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
               help="The portfolio to repair (repeatable).")
-@click.option("--from", "from_date", type=DATE, help="Recompute this date and every later snapshot.")
+@click.option("--from", "from_date", type=RUN_DATE, metavar="YYYY-MM-DD",
+              help="Recompute this date and every later snapshot.")
 @click.option("--all-broken", is_flag=True,
               help="Repair every portfolio the chain and equity checks flag, from its first broken date.")
 @click.option("--dry-run", is_flag=True, help="Print old vs new NAV per date; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @json_option
 @click.pass_obj
-def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None, all_broken: bool,
+def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: DayRequest | None, all_broken: bool,
                dry_run: bool, yes: bool, as_json: bool) -> None:
     """Replay a portfolio's equity chain from its last good snapshot before --from.
 
     The anchor's NAV is trusted; every snapshot from --from on is recomputed
-    with the batch's own P&L rules, and equity is set to the last NAV. The old
-    rows are archived in snapshot_repair_audit in the same transaction, and the
-    whole repair is one transaction: it applies completely or not at all.
+    with the batch's own P&L rules, and equity is set to the last NAV. A
+    portfolio with no complete snapshot before --from is anchored on the
+    opening equity of its first snapshot in the range (a legacy row without
+    one: NAV - daily P&L - capital flow). The old rows are archived in
+    snapshot_repair_audit, all in one transaction. Portfolios that cannot be
+    replayed are listed, one line each, and the others are repaired (exit 1
+    when any was left out).
     """
     if all_broken == bool(portfolio):
         raise click.UsageError("give --portfolio ID --from DATE, or --all-broken")
@@ -794,9 +799,10 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None,
         raise click.UsageError("--portfolio needs --from DATE")
 
     async def plan(pool: asyncpg.Pool) -> dict[int, date]:
-        if not all_broken:
-            return {p: from_date for p in portfolio}  # type: ignore[misc]
         async with pool.acquire() as conn:
+            if not all_broken:
+                day = await calendar.resolve_day(conn, from_date)  # type: ignore[arg-type]
+                return {p: day for p in portfolio}
             return {p: d for p, (d, _) in (await verify.flagged_chain_portfolios(conn)).items()}
 
     targets = with_pool(ctx, plan)
@@ -806,20 +812,27 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None,
         else:
             click.echo("nothing to repair: no portfolio is flagged by the chain or equity checks")
         return
-    preview = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=True))
-    if dry_run:
+    strict = not all_broken
+    preview = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=True, unknown_is_bad_input=strict))
+    if dry_run or not preview.equity:
         _render_repair(preview, as_json)
-        return
+        sys.exit(1 if preview.refused else 0)
     if not as_json:
-        click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(targets)} portfolio(s), "
-                   f"{preview.changed} with a different NAV (see them first with --dry-run)")
+        click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(preview.equity)} portfolio(s), "
+                   f"{preview.changed} with a different NAV (see them first with --dry-run)"
+                   + (f"; {len(preview.refused)} portfolio(s) cannot be repaired" if preview.refused else ""))
     confirm_or_refuse(yes, "Apply the repair?")
     progress = Progress("repair", enabled=not as_json)
     try:
-        result = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=False, on_progress=progress))
+        result = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=False, on_progress=progress,
+                                                           unknown_is_bad_input=strict))
     finally:
         progress.close()
     _render_repair(result, as_json)
+    sys.exit(1 if result.refused else 0)
+
+
+MAX_LINES_SHOWN = 50
 
 
 def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
@@ -828,14 +841,29 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
         return
     head = ("dry run, nothing changed" if r.dry_run
             else f"repair run #{r.rescue_run_id}, old rows in snapshot_repair_audit")
-    click.echo(f"{head}: {len(r.changes)} snapshot(s), {r.changed} NAV(s) changed")
-    for c in r.changes[:50]:
+    click.echo(f"{head}: {len(r.changes)} snapshot(s) of {len(r.equity)} portfolio(s), {r.changed} NAV(s) changed")
+    for c in r.changes[:MAX_LINES_SHOWN]:
         mark = "" if c.old_nav == c.new_nav else "  *"
         click.echo(f"  portfolio {c.portfolio_id} {c.snapshot_date}: NAV {c.old_nav} -> {c.new_nav}{mark}")
-    if len(r.changes) > 50:
-        click.echo(f"  ... and {len(r.changes) - 50} more (--json lists them all)")
-    for pid, (old, new) in sorted(r.equity.items())[:50]:
+    if len(r.changes) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(r.changes) - MAX_LINES_SHOWN} more (--json lists them all)")
+    for pid, (old, new) in sorted(r.equity.items())[:MAX_LINES_SHOWN]:
         click.echo(f"  portfolio {pid} equity: {old} -> {new}")
+    if len(r.equity) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(r.equity) - MAX_LINES_SHOWN} more equity change(s) (--json lists them all)")
+    opening = [a for a in r.anchors if a.kind != "snapshot"]
+    for a in opening[:MAX_LINES_SHOWN]:
+        how = "derived as NAV - daily P&L - capital flow" if a.kind == "derived_opening" else "its opening equity"
+        click.echo(f"  portfolio {a.portfolio_id}: no snapshot before {a.from_date}; anchored on its first "
+                   f"snapshot ({a.anchor_date}), {how}: {a.equity}")
+    if len(opening) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(opening) - MAX_LINES_SHOWN} more anchored on a first snapshot")
+    if r.refused:
+        click.echo(f"{len(r.refused)} portfolio(s) not repaired:", err=True)
+        for f in r.refused[:MAX_FAILURES_SHOWN]:
+            click.echo(f"  portfolio {f.portfolio_id}: {f.reason}", err=True)
+        if len(r.refused) > MAX_FAILURES_SHOWN:
+            click.echo(f"  ... and {len(r.refused) - MAX_FAILURES_SHOWN} more (--json lists them all)", err=True)
 
 
 @cli.command("seed")
