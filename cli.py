@@ -323,7 +323,12 @@ def rollback_cmd(ctx: Context, to: str | None, all_: bool, yes: bool, as_json: b
 @json_option
 @click.pass_obj
 def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> None:
-    """Dashboard: schema version, recent runs, unfinished claims, health checks."""
+    """Dashboard: schema version, recent runs, chain lag, unfinished claims, health checks.
+
+    The chain lag says how many portfolios are behind the latest price date
+    (not after today) and by how many price dates; the next
+    `pnl batch run --date latest` catches them up.
+    """
     st = with_pool(ctx, lambda pool: status.collect(pool, runs, with_checks), require_schema=False)
     if as_json:
         emit_json({"database": redact(ctx.dsn or ""), **st.to_json()})
@@ -343,6 +348,17 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
             f"skipped {r['skipped']}, failed {r['failed']}, reclaimed {r['reclaimed']}, lost {r['lost']}  "
             f"{r['started_at'][:19]}  {r['host']}:{r['pid']}{flag}"
         )
+    if st.chain is not None:
+        c = st.chain
+        if c.latest_price_date is None:
+            click.echo("chain     no price dates yet (load market_prices)")
+        else:
+            lags = ", ".join(f"{n} behind by {d} date(s)" for d, n in sorted(c.lag.items())[:10])
+            more = f", ... ({len(c.lag)} lags in all; --json lists them)" if len(c.lag) > 10 else ""
+            click.echo(f"chain     latest price date {c.latest_price_date}: {c.up_to_date} of {c.portfolios} "
+                       f"portfolio(s) up to date, {c.behind} behind" + (f" ({lags}{more})" if lags else "")
+                       + (f", {c.never_run} never run" if c.never_run else "")
+                       + ("  -> pnl batch run --date latest" if c.behind else ""))
     click.echo("unfinished claims" + ("" if st.claims else "  none"))
     for c in st.claims:
         click.echo(

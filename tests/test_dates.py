@@ -291,3 +291,26 @@ def test_runs_whose_process_died_are_marked_abandoned_by_the_next_run(db: Db) ->
         == {dead: "abandoned", legacy_dead: "abandoned", alive: "running", holding: "running"}
     text = run_cli("status", "--no-verify", dsn=db.dsn)
     assert f"#{dead}" in text.out and "abandoned" in text.out
+
+
+def test_status_shows_how_far_each_chain_is_behind(db: Db) -> None:
+    calendar = [date(2026, 6, 1) + timedelta(days=i) for i in range(5)]
+    random_book(db.conn, 4, calendar, seed=5)
+    a, b, c, d = [p for (p,) in db.all("SELECT id FROM portfolios ORDER BY id")]
+    for pid, last in ((a, calendar[4]), (b, calendar[2]), (c, calendar[1])):
+        res = run_cli("batch", "backfill", "--from", calendar[0].isoformat(), "--to", last.isoformat(),
+                      "--portfolio", str(pid), dsn=db.dsn)
+        assert res.code == 0, res.err
+    res = run_cli("status", "--no-verify", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    chain = json.loads(res.out)["chain"]
+    assert chain == {"latest_price_date": calendar[4].isoformat(), "portfolios": 4, "up_to_date": 1,
+                     "never_run": 1, "behind": 2,
+                     "lag": [{"dates_behind": 2, "portfolios": 1}, {"dates_behind": 3, "portfolios": 1}]}
+    text = run_cli("status", "--no-verify", dsn=db.dsn).out
+    assert "1 of 4 portfolio(s) up to date, 2 behind (1 behind by 2 date(s), 1 behind by 3 date(s))" in text
+    assert "1 never run" in text
+    # The next run catches them up (and starts the one that never ran).
+    assert run_cli("batch", "run", "--date", "latest", dsn=db.dsn).code == 0
+    chain = json.loads(run_cli("status", "--no-verify", "--json", dsn=db.dsn).out)["chain"]
+    assert (chain["up_to_date"], chain["behind"], chain["never_run"]) == (4, 0, 0)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+
 from pnl import MIGRATIONS_DIR
 from tests.conftest import Db, run_cli
 
@@ -169,3 +172,29 @@ def test_file_name_order_is_yoyos_dependency_order() -> None:
     """Every command checks the schema by file name (no yoyo import); that order must be yoyo's."""
     from pnl.migrate import all_migrations, migration_ids
     assert migration_ids() == [m.id for m in all_migrations()] == ALL
+
+
+def test_rolling_back_is_complete_refuses_while_claims_are_unfinished(empty_db: Db) -> None:
+    assert run_cli("migrate", dsn=empty_db.dsn).code == 0
+    pid = empty_db.scalar("INSERT INTO portfolios (name) VALUES ('p') RETURNING id")
+    empty_db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
+                     " claimed_at, lease_expires_at) VALUES (%s, '2026-06-01', false, 7, now() - interval '1 hour',"
+                     " now() - interval '45 minutes')", pid)
+    schema = fingerprint(empty_db)
+    res = run_cli("rollback", "--to", "0002b", "--yes", dsn=empty_db.dsn)
+    assert res.code == 1 and "1 unfinished claim(s)" in res.err and "pnl cleanup" in res.err
+    assert "Traceback" not in res.err
+    # Refused before anything was rolled back: every migration is still applied, the claim still a claim.
+    assert applied(empty_db) == ALL and fingerprint(empty_db) == schema
+    assert empty_db.scalar("SELECT is_complete FROM portfolio_snapshots") is False
+    # The rollback file refuses by itself too (for a DBA running yoyo directly).
+    rollback_sql = (MIGRATIONS_DIR / "0003_idempotency_precheck.rollback.sql").read_text()
+    with pytest.raises(psycopg.errors.ObjectInUse, match="unfinished claim"):
+        empty_db.execute(rollback_sql)
+    assert empty_db.scalar("SELECT is_complete FROM portfolio_snapshots") is False
+    # Once `pnl cleanup` has cleared the claims, the rollback goes through.
+    res = run_cli("cleanup", "--older-than", "30m", "--yes", dsn=empty_db.dsn)
+    assert res.code == 0 and "deleted 1" in res.out
+    res = run_cli("rollback", "--to", "0002b", "--yes", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert applied(empty_db) == ALL[:3]
