@@ -5,7 +5,9 @@ This module only parses arguments, runs the async work, renders text or
 
 Exit codes: 0 done (including "everything was already done"); 1 some
 portfolios failed, or an operational error (database unreachable, migration
-refused, schema not current); 2 bad input; 130/143 stopped by SIGINT/SIGTERM.
+refused, schema not current); 2 bad input (also: not a price date, a date after
+today); 75 only held by other live runs, retry (EX_TEMPFAIL); 130/143 stopped by
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | No
 
     \b
     First time:   pnl --dsn URL migrate
-    Every day:    pnl batch run --date yesterday        (cron-safe)
+    Every day:    pnl batch run --date latest           (cron-safe; exit 75 = retry)
     Look:         pnl status
     """
     if embedded and dsn and ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE:
