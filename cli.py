@@ -345,10 +345,11 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
     click.echo("recent runs" + ("" if st.runs else "  none"))
     for r in st.runs:
         flag = " STALE (no heartbeat: process gone?)" if r["stale"] else ""
+        since = f" (from {r['from_date']})" if r["from_date"] and r["from_date"] != r["run_date"] else ""
         click.echo(
             f"  #{r['id']:<5} {r['run_date']}  {r['status']:<11} processed {r['processed']}, "
-            f"skipped {r['skipped']}, failed {r['failed']}, reclaimed {r['reclaimed']}, lost {r['lost']}  "
-            f"{r['started_at'][:19]}  {r['host']}:{r['pid']}{flag}"
+            f"already done {r['skipped']}, before chain {r['before_chain']}, held {r['held']}, failed {r['failed']}, "
+            f"reclaimed {r['reclaimed']}, lost {r['lost']}{since}  {r['started_at'][:19]}  {r['host']}:{r['pid']}{flag}"
         )
     if st.chain is not None:
         c = st.chain

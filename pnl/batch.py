@@ -683,13 +683,6 @@ async def run(pool: asyncpg.Pool, day: DayRequest | date | str, opts: BatchOptio
     return await run_range(pool, last, last, opts, on_progress, stop, workers)
 
 
-async def run_batch(pool: asyncpg.Pool, day: date, opts: BatchOptions = BatchOptions(),
-                    on_progress: ProgressFn | None = None, stop: asyncio.Event | None = None,
-                    workers: int = 1) -> RunResult:
-    """run() for a literal date (kept for callers that hold a date)."""
-    return await run(pool, day, opts, on_progress, stop, workers)
-
-
 @dataclass(frozen=True)
 class BackfillResult:
     first: date
