@@ -47,7 +47,7 @@ from pnl.queries import sql
 
 MAX_RECORDED_FAILURES = 100      # kept in batch_runs.failures
 MAX_REPORTED_FAILURES = 1000     # kept in memory and in --json: memory stays flat however many fail
-WAIT_POLL_S = 1.0                # --wait: how often held claims are looked at again
+WAIT_POLL_S = (0.05, 1.0)        # --wait: held claims are looked at again after 50 ms, doubling up to 1 s
 
 # Faults that fail one chunk but not the run: the connection broke, the server
 # cancelled a statement (statement_timeout, lock_timeout, admin), and so on.
@@ -612,11 +612,13 @@ async def _finish_held(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions
         await _settle_lost(pool, result)
     started = time.monotonic()
     deadline = started + opts.lease.total_seconds()
+    poll = WAIT_POLL_S[0]
     while opts.wait and result.revisit and not (stop and stop.is_set()):
         left = deadline - time.monotonic()
         if left <= 0:
             break
-        await _sleep(min(WAIT_POLL_S, left), stop)
+        await _sleep(min(poll, left), stop)
+        poll = min(poll * 2, WAIT_POLL_S[1])
         await _heartbeat(pool, result)
         if stop and stop.is_set():
             break
