@@ -7,7 +7,9 @@ mapped to its message and exit code in ONE place: fail() below, used by main().
 
 Exit codes: 0 done (including "everything was already done"); 1 some
 portfolios failed, or an operational error (database unreachable, migration
-refused, schema not current); 2 bad input; 130/143 stopped by SIGINT/SIGTERM.
+refused, schema not current); 2 bad input (also: not a price date, a date after
+today); 75 only held by other live runs, retry (EX_TEMPFAIL); 130/143 stopped by
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from typing import Any, TypeVar
 import asyncpg
 import click
 
-from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, verify
+from pnl import __version__, batch, calendar, cleanup, dedupe, migrate, repair, status, verify
 from pnl import demo as demo_mod
 from pnl import seed as seed_mod
-from pnl.batch import MAX_RECORDED_FAILURES
+from pnl import undo as undo_mod
+from pnl.calendar import DayRequest
 from pnl.db import (
     DbSettings,
     ScrubbingFormatter,
@@ -52,22 +55,36 @@ T = TypeVar("T")
 
 # ---------------------------------------------------------------- parameters
 class DateParam(click.ParamType):
-    """YYYY-MM-DD, or `today` / `yesterday` (the machine's local date)."""
+    """YYYY-MM-DD, or `today` / `yesterday` (the machine's local date).
+
+    With db_clock=True the keywords (and `latest`: the latest price date not
+    after today) are kept as a DayRequest and resolved by pnl in the database,
+    on the DATABASE's clock: a cron host in another time zone cannot run a
+    date the database has not reached."""
 
     name = "YYYY-MM-DD"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> date:
-        if isinstance(value, date):
+    def __init__(self, db_clock: bool = False) -> None:
+        self.db_clock = db_clock
+        if db_clock:
+            self.name = "YYYY-MM-DD|latest"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> date | DayRequest:
+        if isinstance(value, date | DayRequest):
             return value
         text = str(value).strip().lower()
+        if self.db_clock and text in calendar.KEYWORDS:
+            return DayRequest(keyword=text)
         if text == "today":
             return date.today()
         if text == "yesterday":
             return date.today() - timedelta(days=1)
         try:
-            return datetime.strptime(text, "%Y-%m-%d").date()
+            day = datetime.strptime(text, "%Y-%m-%d").date()
         except ValueError:
-            self.fail(f"{_shown(value)} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
+            words = "latest, today, yesterday" if self.db_clock else "today, yesterday"
+            self.fail(f"{_shown(value)} is not a date: use YYYY-MM-DD (or {words})", param, ctx)
+        return DayRequest(day=day) if self.db_clock else day
 
 
 class DurationParam(click.ParamType):
@@ -118,6 +135,7 @@ def _shown(value: Any) -> str:
 
 BIGINT_MAX = 2**63 - 1
 DATE = DateParam()
+RUN_DATE = DateParam(db_clock=True)     # resolved in the database: today/yesterday/latest on its clock
 LEASE = DurationParam(timedelta(seconds=1), timedelta(days=7))
 STATEMENT_TIMEOUT = DurationParam(timedelta(seconds=1), timedelta(hours=24))
 OLDER_THAN = DurationParam(timedelta(seconds=1), timedelta(days=3650))
@@ -309,7 +327,7 @@ def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | No
 
     \b
     First time:   pnl --dsn URL migrate
-    Every day:    pnl batch run --date yesterday        (cron-safe)
+    Every day:    pnl batch run --date latest           (cron-safe; exit 75 = retry)
     Look:         pnl status
     """
     if embedded and dsn and ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE:
@@ -383,7 +401,12 @@ def rollback_cmd(ctx: Context, to: str | None, all_: bool, yes: bool, as_json: b
 @json_option
 @click.pass_obj
 def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> None:
-    """Dashboard: schema version, recent runs, unfinished claims, health checks."""
+    """Dashboard: schema version, recent runs, chain lag, unfinished claims, health checks.
+
+    The chain lag says how many portfolios are behind the latest price date
+    (not after today) and by how many price dates; the next
+    `pnl batch run --date latest` catches them up.
+    """
     st = with_pool(ctx, lambda pool: status.collect(pool, runs, with_checks), require_schema=False)
     if as_json:
         emit_json({"database": redact(ctx.dsn or ""), **st.to_json()})
@@ -398,11 +421,23 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
     click.echo("recent runs" + ("" if st.runs else "  none"))
     for r in st.runs:
         flag = " STALE (no heartbeat: process gone?)" if r["stale"] else ""
+        since = f" (from {r['from_date']})" if r["from_date"] and r["from_date"] != r["run_date"] else ""
         click.echo(
             f"  #{r['id']:<5} {r['run_date']}  {r['status']:<11} processed {r['processed']}, "
-            f"skipped {r['skipped']}, failed {r['failed']}, reclaimed {r['reclaimed']}, lost {r['lost']}  "
-            f"{r['started_at'][:19]}  {r['host']}:{r['pid']}{flag}"
+            f"already done {r['skipped']}, before chain {r['before_chain']}, held {r['held']}, failed {r['failed']}, "
+            f"reclaimed {r['reclaimed']}, lost {r['lost']}{since}  {r['started_at'][:19]}  {r['host']}:{r['pid']}{flag}"
         )
+    if st.chain is not None:
+        c = st.chain
+        if c.latest_price_date is None:
+            click.echo("chain     no price dates yet (load market_prices)")
+        else:
+            lags = ", ".join(f"{n} behind by {d} date(s)" for d, n in sorted(c.lag.items())[:10])
+            more = f", ... ({len(c.lag)} lags in all; --json lists them)" if len(c.lag) > 10 else ""
+            click.echo(f"chain     latest price date {c.latest_price_date}: {c.up_to_date} of {c.portfolios} "
+                       f"portfolio(s) up to date, {c.behind} behind" + (f" ({lags}{more})" if lags else "")
+                       + (f", {c.never_run} never run" if c.never_run else "")
+                       + ("  -> pnl batch run --date latest" if c.behind else ""))
     click.echo("unfinished claims" + ("" if st.claims else "  none"))
     for c in st.claims:
         click.echo(
@@ -416,22 +451,46 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
                                                                for c in bad) + " -> pnl verify"))
 
 
-@cli.group("batch", invoke_without_command=True)
+EX_TEMPFAIL = 75      # sysexits.h: "temporary failure, try again later"
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0    done: every selected portfolio has a complete snapshot for every date
+       the run covered (dates before a portfolio's chain are not owed)
+  1    some portfolios failed (listed; their claims released), or an
+       operational error (database unreachable, schema not current, ...)
+  2    bad input: not a price date, a date after today, unknown portfolio
+  75   only held: other live runs own some slots (named, with their lease
+       expiry); run again later, or use --wait
+  130/143  stopped by SIGINT/SIGTERM after the chunks in flight"""
+
+
+@cli.group("batch", epilog=EXIT_CODES_HELP, invoke_without_command=True)
 @click.pass_context
 def batch_group(ctx: click.Context) -> None:
-    """Run the daily P&L batch (safe to repeat and to run concurrently)."""
+    """Run the daily P&L batch (safe to repeat and to run concurrently).
+
+    A run up to date D computes, for every portfolio, each price date after
+    its latest complete snapshot up to D, in date order: a late, skipped or
+    failed day is filled by the next run. `pnl batch run --date latest` is
+    what a scheduler calls; on a holiday it finds nothing to do (exit 0).
+    """
     show_help_without_command(ctx)
 
 
-def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta) -> batch.BatchOptions:
+def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta,
+                   wait: bool = False) -> batch.BatchOptions:
     return batch.BatchOptions(
         portfolio_ids=tuple(sorted(set(portfolio))) or None,
         chunk_size=chunk_size,
         lease=lease,
+        wait=wait,
     )
 
 
 def batch_common(f: Callable) -> Callable:
+    f = click.option("--wait", is_flag=True,
+                     help="When other live runs hold some slots, wait for them (at most one --lease), take "
+                          "over the ones whose lease expires, and finish: exit 0 instead of 75.")(f)
     f = click.option("--workers", type=IntRange(1, 64), default=2, show_default=True,
                      help="Chunks in flight at once, each on its own database connection "
                           "(the database computes them in parallel; 1 = one connection).")(f)
@@ -444,37 +503,73 @@ def batch_common(f: Callable) -> Callable:
     return json_option(f)
 
 
-def _render_run(r: batch.RunResult) -> None:
-    click.echo(
-        f"run #{r.run_id} {r.date}: {r.status}: processed {r.processed}, skipped {r.skipped}, "
-        f"failed {r.failed}, reclaimed {r.reclaimed}, lost {r.lost} of {r.total} ({r.seconds:.2f}s)"
-    )
-    for f in r.failures[:20]:
-        click.echo(f"  portfolio {f.portfolio_id}: {f.reason}", err=True)
-    if r.failed > 20:
-        click.echo(f"  ... and {r.failed - 20} more (the first {MAX_RECORDED_FAILURES} are in batch_runs.failures "
-                   f"of run #{r.run_id})", err=True)
+MAX_DATES_SHOWN = 31
+MAX_FAILURES_SHOWN = 20
 
 
-@batch_group.command("run")
-@click.option("--date", "day", type=DATE, required=True, help="The snapshot date (YYYY-MM-DD, today, yesterday).")
+def _render_run(r: batch.RunResult, head: str) -> None:
+    dates = r.dates()
+    extra = f", reclaimed {r.reclaimed}" if r.reclaimed else ""
+    unreached = r.total - r.reached
+    click.echo(f"run #{r.run_id} {head}: {r.status}: {r.total} portfolio(s), {len(dates)} date(s){extra}"
+               + (f", {unreached} not reached" if unreached else "") + f" ({r.seconds:.2f}s)")
+    for d in dates[:MAX_DATES_SHOWN]:
+        click.echo(f"  {d.day}  processed {d.processed}, already done {d.already_done}, before chain "
+                   f"{d.before_chain}, held {d.held}, failed {d.failed}, lost {d.lost}")
+    if len(dates) > MAX_DATES_SHOWN:
+        t = r.totals()
+        click.echo(f"  ... {len(dates) - MAX_DATES_SHOWN} more date(s) (--json lists them all); in all: "
+                   + ", ".join(f"{b.replace('_', ' ')} {t[b]}" for b in batch.BUCKETS))
+    if r.abandoned_runs:
+        click.echo("marked abandoned (no heartbeat for longer than their lease, no live claims: their process "
+                   f"died): {', '.join(f'#{i}' for i in r.abandoned_runs)}", err=True)
+    for f in r.failures[:MAX_FAILURES_SHOWN]:
+        click.echo(f"  portfolio {f.portfolio_id} on {f.day}: {f.reason}", err=True)
+    if r.failed > MAX_FAILURES_SHOWN:
+        click.echo(f"  ... {r.failed} failed slot(s) in all; --json lists the first {batch.MAX_REPORTED_FAILURES}, "
+                   f"batch_runs.failures of run #{r.run_id} the first {batch.MAX_RECORDED_FAILURES}", err=True)
+    if any(d.before_chain for d in dates):
+        click.echo("before chain: dates before a portfolio's first snapshot are not owed and not computed; to "
+                   "rebuild its history from an earlier date: pnl batch undo --from DATE, then "
+                   "pnl batch backfill --from DATE --to latest", err=True)
+    if r.held:
+        click.echo(f"held: {r.held} slot(s) are owned by other live runs:", err=True)
+        for h in r.holders:
+            who = f" ({h.host}:{h.pid})" if h.host else ""
+            click.echo(f"  run #{h.run_id}{who} holds {h.claims} claim(s) {h.first_date}..{h.last_date}, lease "
+                       f"expires {h.lease_expires_at:%Y-%m-%d %H:%M:%S%z}", err=True)
+        click.echo(f"exit {EX_TEMPFAIL}: run again later (or with --wait) to finish them", err=True)
+
+
+def _run_exit(r: batch.RunResult, stopper: Stopper) -> int:
+    return stopper.exit_code({"done": 0, "held": EX_TEMPFAIL, "failed": 1, "interrupted": 1}[r.outcome])
+
+
+@batch_group.command("run", epilog=EXIT_CODES_HELP)
+@click.option("--date", "day", type=RUN_DATE, required=True,
+              help="The last date to compute: a price date not after today (the database's clock), "
+                   "YYYY-MM-DD, or latest (what a scheduler should use), today, yesterday.")
 @batch_common
 @click.pass_obj
-def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_size: int,
-                  lease: timedelta, workers: int, as_json: bool) -> None:
-    """Compute and store every portfolio's P&L snapshot for --date, exactly once.
+def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chunk_size: int,
+                  lease: timedelta, workers: int, wait: bool, as_json: bool) -> None:
+    """Compute every portfolio's snapshots up to --date, exactly once, gap-free.
 
-    Each portfolio's slot is claimed first (INSERT ... ON CONFLICT DO NOTHING);
-    a slot that is already done or owned by another run is skipped, untouched.
-    Exits 0 when every portfolio is done (also when all were already done),
-    1 when some failed (reported; their claims are released for a later run).
+    For each portfolio: every price date after its latest complete snapshot,
+    up to --date, in date order (a portfolio with no snapshot starts at
+    --date). Each slot is claimed first (INSERT ... ON CONFLICT DO NOTHING);
+    a slot already done is left alone. --date must be a price date (a date
+    with a close in market_prices) not after today, else nothing is written.
+    Every portfolio ends each date in one bucket: processed, already done,
+    before chain (dates before its first snapshot: not owed), held (another
+    live run owns it), failed, lost (another run took our claim over).
     """
-    opts = _batch_options(portfolio, chunk_size, lease)
-    progress = Progress(f"batch {day}", enabled=not as_json)
+    opts = _batch_options(portfolio, chunk_size, lease, wait)
+    progress = Progress("batch", enabled=not as_json)
     stopper = Stopper()
 
     async def work(pool: asyncpg.Pool) -> batch.RunResult:
-        return await batch.run_batch(pool, day, opts, on_progress=progress, stop=stopper.arm(), workers=workers)
+        return await batch.run(pool, day, opts, on_progress=progress, stop=stopper.arm(), workers=workers)
 
     try:
         result = with_pool(ctx, work, connections=workers + 1)
@@ -483,57 +578,129 @@ def batch_run_cmd(ctx: Context, day: date, portfolio: tuple[int, ...], chunk_siz
     if as_json:
         emit_json(result.to_json())
     else:
-        _render_run(result)
-    sys.exit(stopper.exit_code(0 if result.status == "succeeded" else 1))
+        _render_run(result, f"up to {result.date}")
+    sys.exit(_run_exit(result, stopper))
 
 
-@batch_group.command("backfill")
-@click.option("--from", "first", type=DATE, required=True, help="First date (inclusive).")
-@click.option("--to", "last", type=DATE, required=True, help="Last date (inclusive).")
+@batch_group.command("backfill", epilog=EXIT_CODES_HELP)
+@click.option("--from", "first", type=RUN_DATE, required=True,
+              help="First date (inclusive): where portfolios without a snapshot start.")
+@click.option("--to", "last", type=RUN_DATE, required=True,
+              help="Last date (inclusive; not after today, the database's clock; `latest` works).")
 @batch_common
 @click.pass_obj
-def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[int, ...], chunk_size: int,
-                       lease: timedelta, workers: int, as_json: bool) -> None:
-    """Run the batch for each date in [--from, --to] that has prices, in order.
+def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfolio: tuple[int, ...],
+                       chunk_size: int, lease: timedelta, workers: int, wait: bool, as_json: bool) -> None:
+    """Compute every price date in [--from, --to], as ONE run, in date order.
 
-    Dates already done are skipped cheaply. Stops after the first date on which
-    a portfolio failed: later dates would otherwise be computed across the gap.
+    Portfolios without a snapshot start at --from; the others catch up from
+    their latest complete snapshot. Dates before a portfolio's first snapshot
+    are `before chain` (not computed, and they do not stop the rest: to
+    rebuild its history from earlier, `pnl batch undo --from DATE` first).
+    Dates already done cost one cheap look; a failed portfolio stops only its
+    own later dates. The output reports each date.
     """
-    if last < first:
-        raise click.BadParameter(f"--to {last} is before --from {first}", param_hint="--to")
-    opts = _batch_options(portfolio, chunk_size, lease)
-    progress = Progress(f"backfill {first}..{last}", enabled=not as_json)
-
-    def on_date(result: batch.RunResult, done: int, total: int) -> None:
-        progress(done, total)
-        if result.failed and not as_json:
-            progress.close()
-            _render_run(result)
-
+    opts = _batch_options(portfolio, chunk_size, lease, wait)
+    progress = Progress("backfill", enabled=not as_json)
     stopper = Stopper()
 
-    async def work(pool: asyncpg.Pool) -> tuple[list[batch.RunResult], date | None]:
-        return await batch.backfill(pool, first, last, opts, on_date=on_date, stop=stopper.arm(), workers=workers)
+    async def work(pool: asyncpg.Pool) -> batch.BackfillResult:
+        return await batch.backfill(pool, first, last, opts, on_progress=progress, stop=stopper.arm(),
+                                    workers=workers)
 
     try:
-        results, stopped_at = with_pool(ctx, work, connections=workers + 1)
+        result = with_pool(ctx, work, connections=workers + 1)
     finally:
         progress.close()
     if as_json:
-        emit_json({"from": first.isoformat(), "to": last.isoformat(), "dates": len(results),
-                   "stopped_at": stopped_at.isoformat() if stopped_at else None,
-                   "runs": [r.to_json() for r in results]})
-    elif not results:
-        click.echo(f"no price dates between {first} and {last}: nothing to run")
+        emit_json(result.to_json())
+    elif result.run is None:
+        click.echo(f"no price dates between {result.first} and {result.last}: nothing to run")
     else:
-        click.echo(f"backfill {first}..{last}: {len(results)} date(s), processed "
-                   f"{sum(r.processed for r in results)}, skipped {sum(r.skipped for r in results)}, "
-                   f"failed {sum(r.failed for r in results)} ({sum(r.seconds for r in results):.1f}s)")
+        _render_run(result.run, f"backfill {result.first}..{result.last}")
         if stopper.signum is not None:
-            click.echo(f"stopped at {stopped_at} on request: run the backfill again to continue", err=True)
-        elif stopped_at:
-            click.echo(f"stopped at {stopped_at}: fix the failures above, then run the backfill again", err=True)
-    sys.exit(stopper.exit_code(1 if stopped_at else 0))
+            click.echo("stopped on request: run the backfill again to continue", err=True)
+    sys.exit(_run_exit(result.run, stopper) if result.run else 0)
+
+
+@batch_group.command("undo")
+@click.option("--from", "from_day", type=RUN_DATE, metavar="YYYY-MM-DD",
+              help="Remove every complete snapshot on or after this date.")
+@click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
+              help="Only this portfolio (repeatable). Default: all portfolios.")
+@click.option("--dry-run", is_flag=True, help="Show the snapshots per date and the equity changes; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
+@click.option("--restore", "restore_run", type=ID, metavar="RUN_ID",
+              help="Put back exactly what undo run RUN_ID removed (refused if those dates were run again).")
+@click.option("--chunk-size", type=IntRange(1, 100_000), default=5000, show_default=True,
+              help="Portfolios per transaction.")
+@json_option
+@click.pass_obj
+def batch_undo_cmd(ctx: Context, from_day: DayRequest | None, portfolio: tuple[int, ...], dry_run: bool, yes: bool,
+                   restore_run: int | None, chunk_size: int, as_json: bool) -> None:
+    """Remove every complete snapshot on or after --from, archived, and set equity back.
+
+    To rebuild history from an earlier date (dates before a portfolio's chain
+    are `before chain`: never computed behind its back): undo --from D, then
+    `pnl batch backfill --from D --to latest`. Each removed row is archived
+    whole in snapshot_undo_audit under the undo's run id; equity goes back to
+    the NAV of the latest snapshot left (else the opening equity of the first
+    removed one). One transaction per chunk of portfolios. Refused (exit 1)
+    while another run holds unfinished claims on or after --from on those
+    portfolios. Running the dates again reproduces the same numbers;
+    --restore RUN_ID puts rows and equity back exactly.
+    """
+    if restore_run is not None:
+        if from_day is not None or portfolio or dry_run:
+            raise click.UsageError("--restore RUN_ID takes no --from, --portfolio or --dry-run")
+        confirm_or_refuse(yes, f"Put back every snapshot undo run #{restore_run} removed, and the equity?")
+        restored = with_pool(ctx, lambda pool: undo_mod.restore(pool, restore_run))
+        if as_json:
+            emit_json(restored.to_json())
+        else:
+            click.echo(f"restored {restored.restored} snapshot(s) and the equity of {restored.portfolios} "
+                       f"portfolio(s) removed by undo run #{restore_run}")
+        return
+    if from_day is None:
+        raise click.UsageError("give --from DATE (or --restore RUN_ID)")
+    ids = tuple(portfolio) or None
+    preview = with_pool(ctx, lambda pool: undo_mod.undo(pool, from_day, ids, dry_run=True, chunk_size=chunk_size))
+    if dry_run or not preview.removed:
+        _render_undo(preview, as_json)
+        return
+    if not as_json:
+        click.echo(f"undo will remove {preview.removed} snapshot(s) on or after {preview.from_date} of "
+                   f"{len(preview.equity)} portfolio(s), archived (see them first with --dry-run)")
+    confirm_or_refuse(yes, "Apply the undo?")
+    progress = Progress("undo", enabled=not as_json)
+    try:
+        result = with_pool(ctx, lambda pool: undo_mod.undo(pool, from_day, ids, dry_run=False, chunk_size=chunk_size,
+                                                           on_progress=progress))
+    finally:
+        progress.close()
+    _render_undo(result, as_json)
+
+
+def _render_undo(r: undo_mod.UndoResult, as_json: bool) -> None:
+    if as_json:
+        emit_json(r.to_json())
+        return
+    if not r.removed:
+        click.echo(f"nothing to undo: no complete snapshot on or after {r.from_date}")
+        return
+    head = "dry run, nothing changed" if r.dry_run else f"undo run #{r.run_id}, archived in snapshot_undo_audit"
+    click.echo(f"{head}: {r.removed} snapshot(s) of {len(r.equity)} portfolio(s) on or after {r.from_date}")
+    dates = sorted(r.per_date.items())
+    for day, n in dates[:MAX_DATES_SHOWN]:
+        click.echo(f"  {day}  {n} snapshot(s)")
+    if len(dates) > MAX_DATES_SHOWN:
+        click.echo(f"  ... {len(dates) - MAX_DATES_SHOWN} more date(s) (--json lists them all)")
+    for e in r.equity[:MAX_FAILURES_SHOWN]:
+        click.echo(f"  portfolio {e.portfolio_id} equity: {e.before} -> {e.after}")
+    if len(r.equity) > MAX_FAILURES_SHOWN:
+        click.echo(f"  ... {len(r.equity) - MAX_FAILURES_SHOWN} more equity change(s) (--json lists them all)")
+    if not r.dry_run:
+        click.echo(f"to put it all back: pnl batch undo --restore {r.run_id}")
 
 
 @cli.command("cleanup")
@@ -701,21 +868,26 @@ def verify_cmd(ctx: Context, as_json: bool) -> None:
 @cli.command("repair")
 @click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
               help="The portfolio to repair (repeatable).")
-@click.option("--from", "from_date", type=DATE, help="Recompute this date and every later snapshot.")
+@click.option("--from", "from_date", type=RUN_DATE, metavar="YYYY-MM-DD",
+              help="Recompute this date and every later snapshot.")
 @click.option("--all-broken", is_flag=True,
               help="Repair every portfolio the chain and equity checks flag, from its first broken date.")
 @click.option("--dry-run", is_flag=True, help="Print old vs new NAV per date; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @json_option
 @click.pass_obj
-def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None, all_broken: bool,
+def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: DayRequest | None, all_broken: bool,
                dry_run: bool, yes: bool, as_json: bool) -> None:
     """Replay a portfolio's equity chain from its last good snapshot before --from.
 
     The anchor's NAV is trusted; every snapshot from --from on is recomputed
-    with the batch's own P&L rules, and equity is set to the last NAV. The old
-    rows are archived in snapshot_repair_audit in the same transaction, and the
-    whole repair is one transaction: it applies completely or not at all.
+    with the batch's own P&L rules, and equity is set to the last NAV. A
+    portfolio with no complete snapshot before --from is anchored on the
+    opening equity of its first snapshot in the range (a legacy row without
+    one: NAV - daily P&L - capital flow). The old rows are archived in
+    snapshot_repair_audit, all in one transaction. Portfolios that cannot be
+    replayed are listed, one line each, and the others are repaired (exit 1
+    when any was left out).
     """
     if all_broken == bool(portfolio):
         raise click.UsageError("give --portfolio ID --from DATE, or --all-broken")
@@ -729,12 +901,14 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None,
         else:
             click.echo("nothing to repair: no portfolio is flagged by the chain or equity checks")
         return
-    if dry_run:
-        _render_repair(plan.preview, as_json)
-        return
+    preview = plan.preview
+    if dry_run or not preview.equity:
+        _render_repair(preview, as_json)
+        sys.exit(1 if preview.refused else 0)
     if not as_json:
-        click.echo(f"repair will recompute {len(plan.preview.changes)} snapshot(s) of {len(plan.targets)} "
-                   f"portfolio(s), {plan.preview.changed} with a different NAV (see them first with --dry-run)")
+        click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(preview.equity)} portfolio(s), "
+                   f"{preview.changed} with a different NAV (see them first with --dry-run)"
+                   + (f"; {len(preview.refused)} portfolio(s) cannot be repaired" if preview.refused else ""))
     confirm_or_refuse(yes, "Apply the repair?")
     progress = Progress("repair", enabled=not as_json)
     try:
@@ -742,6 +916,10 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None,
     finally:
         progress.close()
     _render_repair(result, as_json)
+    sys.exit(1 if result.refused else 0)
+
+
+MAX_LINES_SHOWN = 50
 
 
 def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
@@ -750,14 +928,29 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
         return
     head = ("dry run, nothing changed" if r.dry_run
             else f"repair run #{r.rescue_run_id}, old rows in snapshot_repair_audit")
-    click.echo(f"{head}: {len(r.changes)} snapshot(s), {r.changed} NAV(s) changed")
-    for c in r.changes[:50]:
+    click.echo(f"{head}: {len(r.changes)} snapshot(s) of {len(r.equity)} portfolio(s), {r.changed} NAV(s) changed")
+    for c in r.changes[:MAX_LINES_SHOWN]:
         mark = "" if c.old_nav == c.new_nav else "  *"
         click.echo(f"  portfolio {c.portfolio_id} {c.snapshot_date}: NAV {c.old_nav} -> {c.new_nav}{mark}")
-    if len(r.changes) > 50:
-        click.echo(f"  ... and {len(r.changes) - 50} more (--json lists them all)")
-    for pid, (old, new) in sorted(r.equity.items())[:50]:
+    if len(r.changes) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(r.changes) - MAX_LINES_SHOWN} more (--json lists them all)")
+    for pid, (old, new) in sorted(r.equity.items())[:MAX_LINES_SHOWN]:
         click.echo(f"  portfolio {pid} equity: {old} -> {new}")
+    if len(r.equity) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(r.equity) - MAX_LINES_SHOWN} more equity change(s) (--json lists them all)")
+    opening = [a for a in r.anchors if a.kind != "snapshot"]
+    for a in opening[:MAX_LINES_SHOWN]:
+        how = "derived as NAV - daily P&L - capital flow" if a.kind == "derived_opening" else "its opening equity"
+        click.echo(f"  portfolio {a.portfolio_id}: no snapshot before {a.from_date}; anchored on its first "
+                   f"snapshot ({a.anchor_date}), {how}: {a.equity}")
+    if len(opening) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(opening) - MAX_LINES_SHOWN} more anchored on a first snapshot")
+    if r.refused:
+        click.echo(f"{len(r.refused)} portfolio(s) not repaired:", err=True)
+        for f in r.refused[:MAX_FAILURES_SHOWN]:
+            click.echo(f"  portfolio {f.portfolio_id}: {f.reason}", err=True)
+        if len(r.refused) > MAX_FAILURES_SHOWN:
+            click.echo(f"  ... and {len(r.refused) - MAX_FAILURES_SHOWN} more (--json lists them all)", err=True)
 
 
 @cli.command("seed")

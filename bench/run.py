@@ -183,7 +183,7 @@ def bench(dsn: str, args: argparse.Namespace) -> dict:
         wall, rss, out = run_pnl(dsn, "batch", "run", "--date", DAY.isoformat(), *extra)
         asyncio.run(check_same_as_floor(dsn, label))
         log(f"  {label}: {wall:.2f}s")
-        return Row(label, wall, n, wall / floor_s, rss, out["processed"], out["skipped"])
+        return Row(label, wall, n, wall / floor_s, rss, out["processed"], out["already_done"])
 
     curve = []
     for size in args.chunk_sizes:
@@ -195,13 +195,15 @@ def bench(dsn: str, args: argparse.Namespace) -> dict:
     rows.append(cold("pnl batch run --workers 1 (cold)", "--chunk-size", chunk, "--workers", "1"))
     wall, rss, out = run_pnl(dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", chunk)
     rows.append(Row("pnl batch run again (all skipped)", wall, n, wall / floor_s, rss, out["processed"],
-                    out["skipped"]))
+                    out["already_done"]))
     log(f"  re-run {wall:.2f}s")
     rows.append(cold(f"pnl batch run --workers {args.workers} (cold)", "--chunk-size", chunk,
                      "--workers", str(args.workers)))
     asyncio.run(reset(dsn))
+    # --wait: a process that finishes while another still holds its last chunk
+    # waits for it (exit 0) instead of exiting 75.
     wall, rss, outs = run_processes(dsn, args.workers, "batch", "run", "--date", DAY.isoformat(),
-                                    "--chunk-size", chunk)
+                                    "--chunk-size", chunk, "--wait")
     asyncio.run(check_same_as_floor(dsn, "processes"))
     rows.append(Row(f"{args.workers} pnl processes at once (cold)", wall, n, wall / floor_s, rss,
                     sum(o["processed"] for o in outs), None))

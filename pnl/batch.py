@@ -1,16 +1,30 @@
-"""The batch: claim -> compute -> finalize, chunk by chunk, in portfolio-id order.
+"""The batch: claim -> compute -> finalize, chunk by chunk, in portfolio-id order,
+and for each chunk date by date: the gap-free chain.
+
+A run up to date D computes, for every selected portfolio, each price date
+after its latest complete snapshot up to D, in date order (the catch-up); a
+portfolio without a snapshot starts at the run's start date (D for `batch run`,
+--from for a backfill). One statement per chunk finds each portfolio's owed
+dates and claims them (sql/batch/claim_owed_dates.sql); then each date of the
+chunk is finalized in order. A late, skipped or failed day is therefore filled
+by the next run, and runs that overlap cooperate through the claims.
 
 Every database write is one set-based statement from sql/batch/, over a whole
 chunk of portfolios. The unique constraint uq_portfolio_snapshot_date is the
 arbiter between concurrent runs; this module holds no state of its own between
 runs, and the database is the only shared state.
 
-Crash safety: a chunk's claims carry a lease; a run that dies is taken over
-when the lease expires; every finalize is fenced on batch_run_id, so a run
-that lost its claim writes nothing. A database fault fails only the chunk in
-flight (its single finalize statement rolled back whole) and its claims are
-released. A stop request (SIGTERM/SIGINT in the CLI) lets the chunk in flight
-finish, then the run records itself as 'interrupted'.
+Outcome: every (selected portfolio, covered date) ends in exactly one bucket:
+processed, already_done, before_chain, held (another live run owns it),
+failed, lost (another run took our claim over). Slots held by other runs are
+looked at again at the end (and, with `wait`, until they are done or our lease
+has passed), so the result says what is true when the run ends.
+
+Crash safety: claims carry a lease; a run that dies is taken over when the
+lease expires; every finalize is fenced on batch_run_id, so a run that lost its
+claim writes nothing. A database fault fails only the chunk in flight and its
+claims are released. A stop request (SIGTERM/SIGINT in the CLI) lets the chunk
+in flight finish, then the run records itself as 'interrupted'.
 """
 
 from __future__ import annotations
@@ -20,23 +34,28 @@ import json
 import os
 import socket
 import time
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import asyncpg
 
+from pnl.calendar import DayRequest, resolve_range, resolve_run_date
 from pnl.db import first_line, scrub
 from pnl.errors import BadInput, DatabaseUnavailable
 from pnl.queries import sql
 
 MAX_RECORDED_FAILURES = 100      # kept in batch_runs.failures
 MAX_REPORTED_FAILURES = 1000     # kept in memory and in --json: memory stays flat however many fail
+WAIT_POLL_S = (0.05, 1.0)        # --wait: held claims are looked at again after 50 ms, doubling up to 1 s
 
 # Faults that fail one chunk but not the run: the connection broke, the server
 # cancelled a statement (statement_timeout, lock_timeout, admin), and so on.
 DB_FAULTS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+BUCKETS = ("processed", "already_done", "before_chain", "held", "failed", "lost")
 
 
 @dataclass(frozen=True)
@@ -44,64 +63,190 @@ class BatchOptions:
     portfolio_ids: tuple[int, ...] | None = None
     chunk_size: int = 5000
     lease: timedelta = timedelta(minutes=15)
+    # Wait (at most one lease) for slots other live runs hold, take over the
+    # expired ones, and finish them.
+    wait: bool = False
 
 
 @dataclass(frozen=True)
 class Failure:
     portfolio_id: int
     reason: str
+    day: date | None = None
+
+    def to_json(self) -> dict:
+        return {"portfolio_id": self.portfolio_id, "date": self.day.isoformat() if self.day else None,
+                "reason": self.reason}
 
 
 @dataclass(frozen=True)
-class Claim:
-    """What claiming one chunk gave this run."""
+class Refused:
+    """A claimed portfolio finalize_claimed.sql did not compute (its claim released)."""
 
-    owned: list[int]                   # claimed now or taken over: ours to finalize
-    reclaimed: int                     # of which taken over from a run whose lease expired
-    blocked: list[Failure]             # not claimed: a later complete snapshot exists
+    portfolio_id: int
+    kind: str        # missing_price | later_snapshot | earlier_unfinished | missing_earlier
+    detail: str
 
 
 @dataclass(frozen=True)
 class Finalized:
     done: list[int]
-    failed: list[Failure]
+    refused: list[Refused]
     lost: list[int]                    # owned, but another run took the claim over
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """What claim_owed_dates.sql found and claimed for one chunk."""
+
+    owed: dict[int, list[date]]        # portfolio -> its owed dates, ascending
+    got: set[tuple[int, date]]         # the slots this run now owns
+    reclaimed: int
+    starts: Counter[date]              # where the chunk's chains start, counted
+
+
+@dataclass
+class DateTally:
+    """Outcomes of the owed slots of one date (already_done is derived)."""
+
+    processed: int = 0
+    held: int = 0
+    failed: int = 0
+    lost: int = 0
+    before_chain: int = 0              # owed when planned; another run then started the chain later
+
+
+@dataclass(frozen=True)
+class DateReport:
+    day: date
+    processed: int
+    already_done: int
+    before_chain: int
+    held: int
+    failed: int
+    lost: int
+
+    def to_json(self) -> dict:
+        return {"date": self.day.isoformat(), **{b: getattr(self, b) for b in BUCKETS}}
+
+
+@dataclass(frozen=True)
+class Holder:
+    run_id: int | None
+    claims: int
+    first_date: date
+    last_date: date
+    lease_expires_at: datetime
+    host: str | None
+    pid: int | None
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "claims": self.claims, "first_date": self.first_date.isoformat(),
+                "last_date": self.last_date.isoformat(), "lease_expires_at": self.lease_expires_at.isoformat(),
+                "host": self.host, "pid": self.pid}
 
 
 @dataclass
 class RunResult:
     run_id: int
-    date: date
-    total: int = 0
-    processed: int = 0
-    skipped: int = 0
-    failed: int = 0
+    date: date                          # the last date the run covers
+    start: date                         # where a portfolio without a snapshot starts
+    total: int = 0                      # selected portfolios
+    report_dates: tuple[date, ...] = ()  # always reported (D; a backfill's price dates)
+    tallies: dict[date, DateTally] = field(default_factory=dict)
+    chain_starts: Counter[date] = field(default_factory=Counter)
     reclaimed: int = 0
-    lost: int = 0
     failures: list[Failure] = field(default_factory=list)
+    holders: list[Holder] = field(default_factory=list)
+    abandoned_runs: list[int] = field(default_factory=list)
     status: str = "running"
     seconds: float = 0.0
+    waited: float = 0.0
+    # held slots to look at again: portfolio -> its first held date (all its
+    # covered dates from there on are held)
+    revisit: dict[int, date] = field(default_factory=dict)
+    lost_slots: list[tuple[int, date]] = field(default_factory=list)
 
-    def note_failures(self, failures: Iterable[Failure]) -> None:
-        """Count failures; keep the first MAX_REPORTED_FAILURES of them."""
-        for f in failures:
-            self.failed += 1
-            if len(self.failures) < MAX_REPORTED_FAILURES:
-                self.failures.append(f)
+    # ---- counting
+    def tally(self, day: date) -> DateTally:
+        t = self.tallies.get(day)
+        if t is None:
+            t = self.tallies[day] = DateTally()
+        return t
+
+    def fail(self, pid: int, days: Iterable[date], reason: str, record: bool = True) -> None:
+        """Count pid failed on each of `days`; keep the reason once (for the first
+        day), among the first MAX_REPORTED_FAILURES (all are counted)."""
+        for n, day in enumerate(days):
+            self.tally(day).failed += 1
+            if record and n == 0 and len(self.failures) < MAX_REPORTED_FAILURES:
+                self.failures.append(Failure(pid, reason, day))
+
+    def hold(self, pid: int, days: list[date]) -> None:
+        for day in days:
+            self.tally(day).held += 1
+        if days:
+            self.revisit[pid] = min(self.revisit.get(pid, days[0]), days[0])
+
+    @property
+    def reached(self) -> int:
+        return sum(self.chain_starts.values())
+
+    def dates(self) -> list[DateReport]:
+        """Per covered date: every reached portfolio in exactly one bucket."""
+        starts = sorted(self.chain_starts.items())
+        out = []
+        for day in sorted(set(self.tallies) | set(self.report_dates)):
+            t = self.tallies.get(day, DateTally())
+            before = sum(n for start, n in starts if start > day) + t.before_chain
+            owed = t.processed + t.held + t.failed + t.lost + t.before_chain
+            done = self.reached - sum(n for start, n in starts if start > day) - owed
+            out.append(DateReport(day, t.processed, done, before, t.held, t.failed, t.lost))
+        return out
+
+    def totals(self) -> dict[str, int]:
+        reports = self.dates()
+        return {b: sum(getattr(r, b) for r in reports) for b in BUCKETS}
+
+    @property
+    def failed(self) -> int:
+        return sum(t.failed for t in self.tallies.values())
+
+    @property
+    def held(self) -> int:
+        return sum(t.held for t in self.tallies.values())
+
+    @property
+    def processed(self) -> int:
+        return sum(t.processed for t in self.tallies.values())
+
+    @property
+    def outcome(self) -> str:
+        """'done' (exit 0), 'held' (75: retry), 'failed' (1) or 'interrupted'."""
+        if self.status == "interrupted":
+            return "interrupted"
+        if self.failed:
+            return "failed"
+        return "held" if self.held else "done"
 
     def to_json(self) -> dict:
+        totals = self.totals()
         return {
             "run_id": self.run_id,
             "date": self.date.isoformat(),
+            "from": self.start.isoformat(),
             "status": self.status,
+            "outcome": self.outcome,
             "total": self.total,
-            "processed": self.processed,
-            "skipped": self.skipped,
-            "failed": self.failed,
+            "not_reached": self.total - self.reached,
+            **totals,
             "reclaimed": self.reclaimed,
-            "lost": self.lost,
-            "failures": [{"portfolio_id": f.portfolio_id, "reason": f.reason} for f in self.failures],
+            "dates": [r.to_json() for r in self.dates()],
+            "failures": [f.to_json() for f in self.failures],
             "failures_truncated": self.failed > len(self.failures),
+            "holders": [h.to_json() for h in self.holders],
+            "abandoned_runs": self.abandoned_runs,
+            "waited_seconds": round(self.waited, 3),
             "seconds": round(self.seconds, 3),
         }
 
@@ -110,43 +255,46 @@ ProgressFn = Callable[[int, int], None]
 
 
 # ---------------------------------------------------------------- one chunk, step by step
-async def claim_chunk(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int],
-                      lease: timedelta) -> Claim:
-    """Take over expired claims, then claim free slots (two short statements)."""
-    taken = await conn.fetch(sql("batch/take_over_expired_claims"), run_id, day, ids, lease)
-    row = await conn.fetchrow(sql("batch/claim_slots"), run_id, day, ids, lease)
-    reclaimed = {r["portfolio_id"] for r in taken}
-    blocked = [
-        Failure(pid, f"has a complete snapshot on {later.isoformat()}, after {day.isoformat()}: "
-                     "processing an earlier date now would break its equity chain")
-        for pid, later in zip(row["blocked_ids"], row["blocked_dates"], strict=True)
-    ]
-    return Claim(sorted(reclaimed | set(row["claimed_ids"])), len(reclaimed), blocked)
+async def claim_owed(conn: asyncpg.Connection, run_id: int, last: date, ids: list[int], lease: timedelta,
+                     starts: list[date], floors: bool = False) -> ChunkPlan:
+    """Find each portfolio's owed dates up to `last` and claim them (taking over
+    expired claims): one statement, in one short transaction."""
+    async with conn.transaction():
+        await conn.execute(sql("batch/plan_chunk_statements"))
+        row = await conn.fetchrow(sql("batch/claim_owed_dates"), run_id, last, ids, lease, starts, floors)
+    owed: dict[int, list[date]] = defaultdict(list)
+    for pid, day in zip(row["owed_ids"], row["owed_dates"], strict=True):
+        owed[pid].append(day)
+    return ChunkPlan(dict(owed), set(zip(row["got_ids"], row["got_dates"], strict=True)), row["reclaimed"],
+                     Counter(dict(zip(row["start_dates"], row["start_counts"], strict=True))))
 
 
-async def renew_leases(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int],
-                       lease: timedelta) -> list[int]:
-    """Extend our unfinished claims that no statement is writing right now;
-    returns the ones renewed."""
-    return sorted(r["portfolio_id"] for r in await conn.fetch(sql("batch/renew_leases"), run_id, day, ids, lease))
+async def renew_leases(conn: asyncpg.Connection, run_id: int, ids: list[int], from_dates: list[date],
+                       lease: timedelta) -> set[tuple[int, date]]:
+    """Extend our unfinished claims on or after each portfolio's date; returns the ones we still hold."""
+    rows = await conn.fetch(sql("batch/renew_leases"), run_id, ids, from_dates, lease)
+    return {(r["portfolio_id"], r["snapshot_date"]) for r in rows}
 
 
 @asynccontextmanager
-async def lease_heartbeat(pool: asyncpg.Pool, run_id: int, day: date, ids: list[int],
+async def lease_heartbeat(pool: asyncpg.Pool, run_id: int, claims: dict[int, date],
                           lease: timedelta) -> AsyncIterator[None]:
-    """While the body runs (the chunk's finalize statement, however slow), renew
-    the chunk's leases every third of the lease, on a connection of its own, so
-    a live run's claims never expire under it. A claim another run took over
-    is not renewed (the renewal is fenced like finalize); a renewal that fails
-    is tried again at the next beat."""
+    """While the body runs (a chunk's finalize statements, however slow), renew
+    the leases of the chunk's claims (every date of each portfolio from the
+    given one on) every third of the lease, on a connection of its own, so a
+    live run's claims never expire under it. A claim another run took over is
+    not renewed (the renewal is fenced like finalize); a renewal that fails is
+    tried again at the next beat."""
     every = lease.total_seconds() / 3
+    ids = sorted(claims)
+    froms = [claims[p] for p in ids]
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(every)
             try:
                 async with pool.acquire() as conn:
-                    await renew_leases(conn, run_id, day, ids, lease)
+                    await renew_leases(conn, run_id, ids, froms, lease)
             except DB_FAULTS:
                 pass
 
@@ -161,6 +309,8 @@ async def lease_heartbeat(pool: asyncpg.Pool, run_id: int, day: date, ids: list[
 
 FAILURE_REASONS = {
     "missing_price": "no close price on or before {day} for {detail}; claim released",
+    "missing_earlier": "price date {detail} (before {day}) has no snapshot: {day} would be computed across "
+                       "the hole; claim released, the next run computes {detail} first",
     "later_snapshot": "has a complete snapshot on {detail}, after {day}: finishing {day} now would break "
                       "its equity chain; claim released",
     "earlier_unfinished": "its snapshot for {detail} (before {day}) is claimed but unfinished; "
@@ -168,85 +318,193 @@ FAILURE_REASONS = {
 }
 
 
-async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned: list[int]) -> Finalized:
+async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned: list[int],
+                         gap_free: bool = True) -> Finalized:
     """Compute and finalize, fenced on run_id, in one short transaction: lock the
     portfolios (id order), then one statement writes snapshots and equity."""
     async with conn.transaction():
         await conn.execute(sql("batch/plan_chunk_statements"))
         await conn.fetch(sql("batch/lock_portfolios"), owned)
-        row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned)
-    failed = [
-        Failure(pid, FAILURE_REASONS[kind].format(day=day.isoformat(), detail=detail))
-        for pid, kind, detail in zip(row["failed_ids"], row["failed_kinds"], row["failed_details"], strict=True)
-    ]
+        row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned, gap_free)
+    refused = [Refused(pid, kind, detail) for pid, kind, detail in
+               zip(row["failed_ids"], row["failed_kinds"], row["failed_details"], strict=True)]
     settled = set(row["finalized_ids"]) | set(row["failed_ids"])
-    return Finalized(list(row["finalized_ids"]), failed, [p for p in owned if p not in settled])
+    return Finalized(list(row["finalized_ids"]), refused, [p for p in owned if p not in settled])
 
 
-async def release_claims(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int]) -> list[int]:
-    """Delete this run's unfinished claims among ids (never anyone else's)."""
-    return [r["portfolio_id"] for r in await conn.fetch(sql("batch/release_claims"), run_id, day, ids)]
+def reason(refused: Refused, day: date) -> str:
+    return FAILURE_REASONS[refused.kind].format(day=day.isoformat(), detail=refused.detail)
+
+
+async def release_claims(conn: asyncpg.Connection, run_id: int, ids: list[int],
+                         from_dates: list[date]) -> list[tuple[int, date]]:
+    """Delete this run's unfinished claims of each portfolio on or after its date."""
+    rows = await conn.fetch(sql("batch/release_claims"), run_id, ids, from_dates)
+    return [(r["portfolio_id"], r["snapshot_date"]) for r in rows]
 
 
 # ---------------------------------------------------------------- a whole run
-def _outcome(result: RunResult) -> str:
-    if result.failed == 0:
-        return "succeeded"
-    return "partial" if result.processed else "failed"
-
-
 def _first_line(exc: BaseException) -> str:
     """The message kept in failures and batch_runs: one line, no credentials."""
     return scrub(first_line(exc))
 
 
-async def _process_chunk(pool: asyncpg.Pool, result: RunResult, day: date, ids: list[int],
-                         opts: BatchOptions) -> None:
-    run_id = result.run_id
-    owned: list[int] = []
+async def _release_quietly(pool: asyncpg.Pool, run_id: int, release: dict[int, date]) -> str:
+    """Give back our claims on a fresh connection; say what happened to them."""
+    if not release:
+        return "claims released"
+    pids = sorted(release)
     try:
         async with pool.acquire() as conn:
-            claim = await claim_chunk(conn, run_id, day, ids, opts.lease)
-            result.reclaimed += claim.reclaimed
-            result.note_failures(claim.blocked)
-            result.skipped += len(ids) - len(claim.owned) - len(claim.blocked)
-            if not claim.owned:
-                return
-            owned = claim.owned
-            async with lease_heartbeat(pool, run_id, day, owned, opts.lease):
-                fin = await finalize_chunk(conn, run_id, day, owned)
+            await release_claims(conn, run_id, pids, [release[p] for p in pids])
+        return "claims released"
+    except DB_FAULTS:
+        return "claims left to expire with their lease"
+
+
+class _Chunk:
+    """One chunk of portfolios through its dates: the per-portfolio bookkeeping
+    between claim_owed and the date-by-date finalize."""
+
+    def __init__(self, result: RunResult, plan: ChunkPlan) -> None:
+        self.result = result
+        self.mine: dict[int, list[date]] = {}        # portfolio -> the dates we own, in order
+        self.release: dict[int, date] = {}           # portfolio -> give back our claims from this date
+        for pid, dates in plan.owed.items():
+            n = 0
+            while n < len(dates) and (pid, dates[n]) in plan.got:
+                n += 1
+            if n:
+                self.mine[pid] = dates[:n]
+            if n < len(dates):
+                # An earlier date is another run's: the rest waits for it (in date order).
+                result.hold(pid, dates[n:])
+                if any((pid, d) in plan.got for d in dates[n:]):
+                    self.release[pid] = dates[n]
+        self.stopped: set[int] = set()
+
+    def by_date(self) -> list[date]:
+        return sorted({d for dates in self.mine.values() for d in dates})
+
+    def active(self, day: date) -> list[int]:
+        return sorted(p for p, dates in self.mine.items() if p not in self.stopped and day in dates)
+
+    def later(self, pid: int, day: date) -> list[date]:
+        return [d for d in self.mine[pid] if d > day]
+
+    def stop(self, pid: int, day: date, bucket: str, why: str = "") -> None:
+        """pid is done for this chunk at `day` (counted by the caller); its later
+        dates go to `bucket` and our claims on them are given back."""
+        self.stopped.add(pid)
+        later = self.later(pid, day)
+        if not later:
+            return
+        if bucket == "held":
+            self.result.hold(pid, later)
+        else:
+            self.result.fail(pid, later, why, record=False)
+        self.release[pid] = later[0]
+
+
+async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], starts: list[date],
+                         floors: bool, opts: BatchOptions) -> None:
+    run_id = result.run_id
+    try:
+        async with pool.acquire() as conn:
+            plan = await claim_owed(conn, run_id, result.date, ids, opts.lease, starts, floors)
     except DB_FAULTS as exc:
-        # The finalize statement is atomic: nothing of this chunk was written.
-        # Give back whatever this run still holds of it, on a fresh connection.
-        # (A fault while claiming leaves us unsure which we own: report the chunk.)
-        owned_ids = owned or ids
-        try:
-            async with pool.acquire() as conn:
-                await release_claims(conn, run_id, day, ids)
-            note = "claims released"
-        except DB_FAULTS:
-            note = "claims left to expire with their lease"
-        reason = f"chunk failed ({_first_line(exc)}); {note}"
-        result.note_failures(Failure(pid, reason) for pid in owned_ids)
+        # Unsure what we own: give back whatever we may hold of these portfolios.
+        note = await _release_quietly(pool, run_id, dict(zip(ids, starts, strict=True)))
+        if not floors:
+            result.chain_starts[result.date] += len(ids)
+        for pid, start in zip(ids, starts, strict=True):
+            days = [d for d in sorted(result.tallies) if d >= start] if floors else [result.date]
+            result.fail(pid, days, f"chunk failed while claiming ({_first_line(exc)}); {note}")
         return
-    result.processed += len(fin.done)
-    result.note_failures(fin.failed)
-    result.lost += len(fin.lost)
+    if not floors:
+        result.chain_starts.update(plan.starts)
+    result.reclaimed += plan.reclaimed
+    chunk = _Chunk(result, plan)
+    counted_through: date | None = None      # dates up to this one are counted
+    try:
+        async with pool.acquire() as conn, lease_heartbeat(
+                pool, run_id, {p: dates[0] for p, dates in chunk.mine.items()}, opts.lease):
+            if chunk.release:
+                pids = sorted(chunk.release)
+                await release_claims(conn, run_id, pids, [chunk.release[p] for p in pids])
+                chunk.release.clear()
+            for day in chunk.by_date():
+                owned = chunk.active(day)
+                if not owned:
+                    continue
+                fin = await finalize_chunk(conn, run_id, day, owned)
+                _count(result, chunk, day, fin)
+                counted_through = day
+                if chunk.release:
+                    pids = sorted(chunk.release)
+                    await release_claims(conn, run_id, pids, [chunk.release[p] for p in pids])
+                    chunk.release.clear()
+    except DB_FAULTS as exc:
+        # A finalize statement is atomic: nothing of this date was written.
+        # Give back everything this run still holds of the chunk, on a fresh connection.
+        pending = {p: [d for d in dates if counted_through is None or d > counted_through]
+                   for p, dates in chunk.mine.items() if p not in chunk.stopped}
+        pending = {p: ds for p, ds in pending.items() if ds}
+        release = {**chunk.release, **{p: ds[0] for p, ds in pending.items()}}
+        note = await _release_quietly(pool, run_id, release)
+        for pid, days in pending.items():
+            result.fail(pid, days, f"chunk failed ({_first_line(exc)}); {note}")
+
+
+def _count(result: RunResult, chunk: _Chunk, day: date, fin: Finalized) -> None:
+    tally = result.tally(day)
+    tally.processed += len(fin.done)
+    for r in fin.refused:
+        if r.kind == "later_snapshot":
+            tally.before_chain += 1          # another run started its chain after this date
+        elif r.kind == "earlier_unfinished":
+            result.hold(r.portfolio_id, [day])
+            chunk.stop(r.portfolio_id, day, "held")
+        else:
+            why = reason(r, day)
+            result.fail(r.portfolio_id, [day], why)
+            chunk.stop(r.portfolio_id, day, "failed", f"not computed: {day} failed ({why})")
+    for pid in fin.lost:
+        tally.lost += 1
+        result.lost_slots.append((pid, day))
+        chunk.stop(pid, day, "held")
+
+
+def _status(result: RunResult, stopped: bool) -> str:
+    if stopped:
+        return "interrupted"
+    outcome = result.outcome
+    if outcome == "failed":
+        return "partial" if result.processed else "failed"
+    return "held" if outcome == "held" else "succeeded"
 
 
 async def _record(pool: asyncpg.Pool, r: RunResult, final: bool) -> None:
-    counts = (r.processed, r.skipped, r.failed, r.reclaimed, r.lost)
+    t = r.totals()
+    counts = (t["processed"], t["already_done"], t["failed"], r.reclaimed, t["lost"])
     async with pool.acquire() as conn:
         if final:
-            failures = json.dumps(
-                [{"portfolio_id": f.portfolio_id, "reason": f.reason} for f in r.failures[:MAX_RECORDED_FAILURES]]
-            )
-            await conn.execute(sql("runs/finish_run"), r.run_id, r.status, *counts, failures)
+            failures = json.dumps([f.to_json() for f in r.failures[:MAX_RECORDED_FAILURES]])
+            await conn.execute(sql("runs/finish_run"), r.run_id, r.status, *counts, failures, t["held"],
+                               t["before_chain"])
         else:
-            await conn.execute(sql("runs/record_progress"), r.run_id, *counts)
+            await conn.execute(sql("runs/record_progress"), r.run_id, *counts, t["held"], t["before_chain"])
 
 
-async def _start(pool: asyncpg.Pool, day: date, opts: BatchOptions) -> tuple[RunResult, list[int] | None]:
+async def _heartbeat(pool: asyncpg.Pool, result: RunResult) -> None:
+    try:
+        await _record(pool, result, final=False)
+    except DB_FAULTS:
+        pass  # progress is informational; the next chunk will say whether the database is gone
+
+
+async def _start(pool: asyncpg.Pool, last: date, start: date, opts: BatchOptions,
+                 report_dates: tuple[date, ...]) -> tuple[RunResult, list[int] | None]:
     async with pool.acquire() as conn:
         filter_ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
         if filter_ids is not None:
@@ -254,8 +512,11 @@ async def _start(pool: asyncpg.Pool, day: date, opts: BatchOptions) -> tuple[Run
             if unknown:
                 raise BadInput(f"unknown portfolio id(s): {', '.join(map(str, unknown))}")
         total = await conn.fetchval(sql("batch/count_portfolios"), filter_ids)
-        run = await conn.fetchrow(sql("runs/start_run"), day, socket.gethostname(), os.getpid())
-    return RunResult(run_id=run["id"], date=day, total=total), filter_ids
+        abandoned = [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
+        run = await conn.fetchrow(sql("runs/start_run"), last, socket.gethostname(), os.getpid(), start, opts.lease)
+    result = RunResult(run_id=run["id"], date=last, start=start, total=total, report_dates=report_dates,
+                       abandoned_runs=abandoned)
+    return result, filter_ids
 
 
 class _Chunks:
@@ -281,22 +542,8 @@ class _Chunks:
             return ids
 
 
-async def run_batch(
-    pool: asyncpg.Pool,
-    day: date,
-    opts: BatchOptions = BatchOptions(),
-    on_progress: ProgressFn | None = None,
-    stop: asyncio.Event | None = None,
-    workers: int = 1,
-) -> RunResult:
-    """Run the batch for one date over all (or the given) portfolios.
-
-    `workers` chunks are in flight at once, each on its own connection (the
-    pool needs workers + 1 connections). `stop`, once set, ends the run after
-    the chunks in flight ('interrupted').
-    """
-    started = time.monotonic()
-    result, filter_ids = await _start(pool, day, opts)
+async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None, opts: BatchOptions,
+                     on_progress: ProgressFn | None, stop: asyncio.Event | None, workers: int) -> None:
     chunks = _Chunks(pool, filter_ids, opts.chunk_size, result.run_id)
     done = 0
 
@@ -306,18 +553,125 @@ async def run_batch(
             ids = await chunks.next()
             if not ids:
                 return
-            await _process_chunk(pool, result, day, ids, opts)
+            await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts)
             done += len(ids)
-            try:
-                await _record(pool, result, final=False)
-            except DB_FAULTS:
-                pass  # progress is informational; the next chunk will say whether the database is gone
+            await _heartbeat(pool, result)
             if on_progress:
                 on_progress(done, result.total)
 
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def _settle_lost(pool: asyncpg.Pool, result: RunResult) -> None:
+    """Claims we lost to another run: finished by it (stay 'lost'), or not yet:
+    then that run holds them, and they are held."""
+    if not result.lost_slots:
+        return
+    slots, result.lost_slots = result.lost_slots, []
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(sql("batch/find_unfinished_slots"), [p for p, _ in slots], [d for _, d in slots])
+    for r in rows:
+        result.tally(r["snapshot_date"]).lost -= 1
+        result.hold(r["portfolio_id"], [r["snapshot_date"]])
+
+
+async def _revisit(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions, stop: asyncio.Event | None,
+                   workers: int) -> None:
+    """Look again at the held slots: done by their holder by now (already done),
+    free or expired (ours now: computed), or still held."""
+    floors, result.revisit = result.revisit, {}
+    for t in result.tallies.values():
+        t.held = 0
+    pids = sorted(floors)
+    queue = [pids[i:i + opts.chunk_size] for i in range(0, len(pids), opts.chunk_size)]
+
+    async def worker() -> None:
+        while queue and not (stop and stop.is_set()):
+            ids = queue.pop(0)
+            await _process_chunk(pool, result, ids, [floors[p] for p in ids], True, opts)
+            await _heartbeat(pool, result)
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    for pid in (p for chunk in queue for p in chunk):     # not revisited (stopping): still held
+        result.hold(pid, [d for d in sorted(result.tallies) if d >= floors[pid]])
+
+
+async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
     try:
-        await asyncio.gather(*(worker() for _ in range(workers)))
-        result.status = "interrupted" if stop and stop.is_set() else _outcome(result)
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _finish_held(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions, stop: asyncio.Event | None,
+                       workers: int) -> None:
+    """After the pass: look at held slots again once; with opts.wait keep looking
+    (taking over what expires) until none is left or one lease has passed."""
+    await _settle_lost(pool, result)
+    if result.revisit and not (stop and stop.is_set()):
+        await _revisit(pool, result, opts, stop, workers)
+        await _settle_lost(pool, result)
+    started = time.monotonic()
+    deadline = started + opts.lease.total_seconds()
+    poll = WAIT_POLL_S[0]
+    while opts.wait and result.revisit and not (stop and stop.is_set()):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        await _sleep(min(poll, left), stop)
+        poll = min(poll * 2, WAIT_POLL_S[1])
+        await _heartbeat(pool, result)
+        if stop and stop.is_set():
+            break
+        await _revisit(pool, result, opts, stop, workers)
+        await _settle_lost(pool, result)
+    result.waited = time.monotonic() - started if opts.wait else 0.0
+    for last_look in (False, True):
+        if not result.revisit:
+            break
+        pids = sorted(result.revisit)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(sql("batch/list_holders"), result.run_id, result.date, pids)
+        result.holders = [Holder(r["batch_run_id"], r["claims"], r["first_date"], r["last_date"],
+                                 r["lease_expires_at"], r["host"], r["pid"]) for r in rows]
+        if rows or last_look or (stop and stop.is_set()):
+            break
+        # Nobody holds them any more: their holders finished between the revisit and now. Look once more.
+        await _revisit(pool, result, opts, stop, workers)
+        await _settle_lost(pool, result)
+
+
+async def run_range(
+    pool: asyncpg.Pool,
+    last: date,
+    start: date | None = None,
+    opts: BatchOptions = BatchOptions(),
+    on_progress: ProgressFn | None = None,
+    stop: asyncio.Event | None = None,
+    workers: int = 1,
+    report_dates: tuple[date, ...] = (),
+) -> RunResult:
+    """One run up to `last` (a price date, already checked): for every selected
+    portfolio, every price date after its latest complete snapshot (from `start`,
+    default `last`, for a portfolio without one), in date order.
+
+    `workers` chunks are in flight at once, each on its own connection (the
+    pool needs workers + 1 connections). `stop`, once set, ends the run after
+    the chunks in flight ('interrupted').
+    """
+    started = time.monotonic()
+    start = start or last
+    result, filter_ids = await _start(pool, last, start, opts, report_dates or (last,))
+    try:
+        await _main_pass(pool, result, filter_ids, opts, on_progress, stop, workers)
+        await _finish_held(pool, result, opts, stop, workers)
+        result.status = _status(result, bool(stop and stop.is_set()))
+        # A run we waited for (or took over) may have died meanwhile: say so now.
+        async with pool.acquire() as conn:
+            result.abandoned_runs += [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
     except BaseException:
         result.status = "interrupted" if stop and stop.is_set() else "failed"
         result.seconds = time.monotonic() - started
@@ -331,36 +685,47 @@ async def run_batch(
     return result
 
 
-async def price_dates(pool: asyncpg.Pool, first: date, last: date) -> list[date]:
+async def run(pool: asyncpg.Pool, day: DayRequest | date | str, opts: BatchOptions = BatchOptions(),
+              on_progress: ProgressFn | None = None, stop: asyncio.Event | None = None,
+              workers: int = 1) -> RunResult:
+    """`pnl batch run --date DAY`: DAY must be a price date not after today (the
+    database's clock; `latest` is the latest such date), else BadInput and
+    nothing is written. Then the catch-up up to DAY (see run_range)."""
     async with pool.acquire() as conn:
-        return [r["price_date"] for r in await conn.fetch(sql("batch/list_price_dates"), first, last)]
+        last = await resolve_run_date(conn, DayRequest.of(day))
+    return await run_range(pool, last, last, opts, on_progress, stop, workers)
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    first: date
+    last: date
+    price_dates: list[date]
+    run: RunResult | None             # None: no price date in the range, nothing to run
+
+    def to_json(self) -> dict:
+        return {"from": self.first.isoformat(), "to": self.last.isoformat(),
+                "price_dates": len(self.price_dates),
+                "run": self.run.to_json() if self.run else None}
 
 
 async def backfill(
     pool: asyncpg.Pool,
-    first: date,
-    last: date,
+    first: DayRequest | date | str,
+    last: DayRequest | date | str,
     opts: BatchOptions = BatchOptions(),
-    on_date: Callable[[RunResult, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
     stop: asyncio.Event | None = None,
     workers: int = 1,
-) -> tuple[list[RunResult], date | None]:
-    """Run every date in [first, last] that has prices, in order; on_date(result,
-    dates done, dates in all) after each.
-
-    Stops after the first date on which a portfolio failed (running later dates
-    first would leave that date unfillable), or when `stop` is set; returns the
-    runs and the date it stopped at.
-    """
-    results: list[RunResult] = []
-    days = await price_dates(pool, first, last)
-    for day in days:
-        if stop and stop.is_set():
-            return results, day
-        result = await run_batch(pool, day, opts, stop=stop, workers=workers)
-        results.append(result)
-        if on_date:
-            on_date(result, len(results), len(days))
-        if result.failed or result.status == "interrupted":
-            return results, day
-    return results, None
+) -> BackfillResult:
+    """`pnl batch backfill --from F --to T`: ONE run up to the last price date in
+    [F, T]; portfolios without a snapshot start at F, the others catch up from
+    their latest complete snapshot. Dates before a portfolio's first snapshot
+    are before_chain (not computed; `undo` rebuilds history from earlier)."""
+    async with pool.acquire() as conn:
+        rng = await resolve_range(conn, DayRequest.of(first), DayRequest.of(last))
+    if not rng.dates:
+        return BackfillResult(rng.first, rng.last, [], None)
+    result = await run_range(pool, rng.dates[-1], rng.first, opts, on_progress, stop, workers,
+                             report_dates=tuple(rng.dates))
+    return BackfillResult(rng.first, rng.last, rng.dates, result)

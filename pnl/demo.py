@@ -116,7 +116,9 @@ async def _race(dsn: str, day: date) -> tuple[dict[int, int], list[subprocess.Po
     try:
         async with gate.transaction():
             await gate.execute(sql("demo/hold_equity_writes"))
-            racers = [_pnl(dsn, "batch", "run", "--date", day.isoformat(), "--chunk-size", "10") for _ in range(2)]
+            # --wait: a racer that finishes while the other still holds a chunk waits for it (exit 0, not 75).
+            racers = [_pnl(dsn, "batch", "run", "--date", day.isoformat(), "--chunk-size", "10", "--wait")
+                      for _ in range(2)]
             deadline = time.monotonic() + GATE_S
             while time.monotonic() < deadline and all(p.poll() is None for p in racers):
                 owners = {r["batch_run_id"]: r["claims"] for r in await gate.fetch(sql("demo/claim_owners"), day)}
@@ -158,9 +160,9 @@ def run_demo(embedded: Embedded, spec: SeedSpec, say: Say) -> DemoResult:
     if s["trading_days"] > 1:
         history = _result(_pnl(dsn, "batch", "backfill", "--from", first.isoformat(), "--to",
                                date.fromordinal(last.toordinal() - 1).isoformat()), "backfill")
-        result.history_days = history["dates"]
-        say(f"3. history: `pnl batch backfill` ran {history['dates']} dates in order, "
-            f"{sum(r['processed'] for r in history['runs'])} snapshots, each day's equity set from the day before")
+        result.history_days = history["price_dates"]
+        say(f"3. history: `pnl batch backfill` ran {history['price_dates']} dates in order, as one run, "
+            f"{history['run']['processed']} snapshots, each day's equity set from the day before")
 
     result.day = last.isoformat()
     say(f"4. the incident we exist for: two `pnl batch run --date {last}` processes at the same moment "
@@ -172,10 +174,11 @@ def run_demo(embedded: Embedded, spec: SeedSpec, say: Say) -> DemoResult:
         held = " and ".join(f"run #{run} {claims}" for run, claims in owners.items())
         say(f"     seen in the database at one moment, both runs holding unfinished claims: {held}")
     for name, r in zip("AB", result.racers, strict=True):
-        say(f"     process {name}: processed {r['processed']}, skipped {r['skipped']} "
+        say(f"     process {name}: processed {r['processed']}, already done {r['already_done']} "
             "(a slot the other had already claimed is left alone)")
     result.rerun = _result(_pnl(dsn, "batch", "run", "--date", last.isoformat()), "the re-run")
-    say(f"   and an operator re-runs it: processed {result.rerun['processed']}, skipped {result.rerun['skipped']}")
+    say(f"   and an operator re-runs it: processed {result.rerun['processed']}, "
+        f"already done {result.rerun['already_done']}")
 
     result.proof = _on_pool(dsn, lambda pool: _prove(pool, last))
     p = result.proof

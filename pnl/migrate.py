@@ -193,15 +193,34 @@ def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
     backend.mark_migrations(MigrationList([baseline]))
 
 
+IS_COMPLETE_ID = "0003_idempotency_precheck"
+
+
 def rollback(dsn: str, to: str | None) -> list[str]:
     """Roll back the applied migrations that come after `to` (all if None), newest first.
     On a database yoyo never migrated there is nothing to roll back, and nothing is created."""
     order = migration_ids()
     keep_through = order.index(resolve_id(to)) if to else -1
+
+    def pick(backend: DatabaseBackend, ms: MigrationList) -> list[Migration]:
+        return [m for m in backend.to_rollback(ms) if order.index(m.id) > keep_through]
+
+    def refuse_over_claims(backend: DatabaseBackend, ms: MigrationList) -> None:
+        # 0003's rollback refuses by itself while unfinished claims exist; checking
+        # first means the newer migrations are not rolled back before it refuses.
+        if not any(m.id == IS_COMPLETE_ID for m in pick(backend, ms)):
+            return
+        n = backend.execute(sql("schema/count_unfinished_claims")).fetchone()[0]
+        if n:
+            raise MigrationRefused(
+                f"migration {IS_COMPLETE_ID} rollback refused: {n} unfinished claim(s) (is_complete = false) "
+                "exist; without is_complete they would turn into complete snapshots with a NULL NAV. "
+                "Nothing was changed.\nStop the batch, then `pnl cleanup --older-than 1s --yes` "
+                "(or wait for the runs to finish), and roll back again.")
+
     if not _has_history(dsn):
         return []
-    return _each(dsn, lambda backend, ms: [m for m in backend.to_rollback(ms) if order.index(m.id) > keep_through],
-                 "rollback_one")
+    return _each(dsn, pick, "rollback_one", prepare=refuse_over_claims)
 
 
 async def states(conn: asyncpg.Connection) -> list[MigrationState]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 
 import asyncpg
 
@@ -15,11 +15,30 @@ STALE_AFTER = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
+class ChainLag:
+    """How far behind the latest price date (not after today) the chains are."""
+
+    latest_price_date: date | None
+    portfolios: int
+    up_to_date: int
+    never_run: int
+    behind: int
+    lag: dict[int, int]          # N price dates behind -> portfolios
+
+    def to_json(self) -> dict:
+        return {"latest_price_date": self.latest_price_date.isoformat() if self.latest_price_date else None,
+                "portfolios": self.portfolios, "up_to_date": self.up_to_date, "never_run": self.never_run,
+                "behind": self.behind,
+                "lag": [{"dates_behind": n, "portfolios": c} for n, c in sorted(self.lag.items())]}
+
+
+@dataclass(frozen=True)
 class Status:
     migrations: list[MigrationState]
     runs: list[dict]
     claims: list[dict]
     checks: list[CheckResult] | None = None
+    chain: ChainLag | None = None
 
     @property
     def current(self) -> bool:
@@ -35,6 +54,7 @@ class Status:
             ],
             "recent_runs": self.runs,
             "unfinished_claims": self.claims,
+            "chain": self.chain.to_json() if self.chain else None,
             "verify": None if self.checks is None else [c.to_json() for c in self.checks],
         }
 
@@ -52,7 +72,11 @@ async def collect(pool: asyncpg.Pool, runs: int = 10, with_checks: bool = True) 
         # Each part needs the migration that created its columns.
         if "0002_operations" in applied:
             recent = [_plain(r) for r in await conn.fetch(sql("status/recent_runs"), runs, STALE_AFTER)]
+        chain = None
         if "0003_idempotency_precheck" in applied:
             claims = [_plain(r) for r in await conn.fetch(sql("status/unfinished_claims"))]
+            r = await conn.fetchrow(sql("status/chain_lag"))
+            chain = ChainLag(r["latest_price_date"], r["portfolios"], r["up_to_date"], r["never_run"], r["behind"],
+                             dict(zip(r["lag_dates"], r["lag_counts"], strict=True)))
     checks = await run_checks(pool) if with_checks else None
-    return Status(migrations, recent, claims, checks)
+    return Status(migrations, recent, claims, checks, chain)

@@ -13,11 +13,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_batch(dsn: str, *args: str, global_args: tuple[str, ...] = ()) -> subprocess.Popen:
-    """`pnl [GLOBAL_ARGS] batch run ARGS --json` as a real process. To hold it
-    inside a chunk, slow its finalize from the database: slow_finalize()."""
+def start_batch(dsn: str, *args: str, global_args: tuple[str, ...] = (),
+                cmd: tuple[str, ...] = ("batch", "run")) -> subprocess.Popen:
+    """`pnl [GLOBAL_ARGS] batch run ARGS --json` (or another CMD, e.g. batch backfill)
+    as a real process. To hold it inside a chunk, slow its finalize from the
+    database: slow_finalize() / hold_finalize()."""
     env = {**os.environ, "DATABASE_URL": dsn}
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *global_args, "batch", "run", *args, "--json"],
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *global_args, *cmd, *args, "--json"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL)
 

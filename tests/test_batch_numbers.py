@@ -29,8 +29,13 @@ SNAPSHOT_COLUMNS = ("opening_equity, daily_pnl, capital_flow, net_asset_value, d
                     " long_value, short_value, gross_exposure, net_exposure, num_positions, is_complete")
 
 
-def setup_book(db: Db) -> tuple[int, int]:
-    add_prices(db.conn, PRICES)
+# The same market with Wed and Thu as holidays: no close at all on those days, so
+# they are not price dates, and Fri is computed across a gap of several days.
+HOLIDAY_PRICES = {s: {d: px for d, px in by_day.items() if d not in (WED, THU)} for s, by_day in PRICES.items()}
+
+
+def setup_book(db: Db, prices: dict = PRICES) -> tuple[int, int]:
+    add_prices(db.conn, prices)
     p1 = add_portfolio(db.conn, "hand-computed", D(10000))
     add_positions(db.conn, p1, POSITIONS)
     add_flow(db.conn, p1, WED, 1000)
@@ -46,11 +51,12 @@ def snapshot(db: Db, pid: int, day: date) -> tuple:
 
 
 def test_hand_computed_chain_long_short_option_flow_and_gap(db: Db) -> None:
-    p1, p2 = setup_book(db)
-    for day in (MON, TUE, FRI2):          # Wed and Thu are skipped: a gap of several days
+    p1, p2 = setup_book(db, HOLIDAY_PRICES)
+    for day in (MON, TUE, FRI2):          # Wed and Thu are holidays: a gap of several days
         res = run_cli("batch", "run", "--date", day.isoformat(), "--json", dsn=db.dsn)
         assert res.code == 0, res.err
-        assert json.loads(res.out)["processed"] == 2
+        out = json.loads(res.out)
+        assert out["processed"] == 2 and [d["date"] for d in out["dates"]] == [day.isoformat()]
 
     # Mon: B = Fri 27 Feb (latest price date before; no snapshot yet).
     # AAA 10*(100-95)=50, BBB -5*(48-51)=15, OPT 2*100*(3.50-3.00)=100 -> 165
@@ -74,7 +80,7 @@ def test_hand_computed_chain_long_short_option_flow_and_gap(db: Db) -> None:
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p2) == D("500.0000")
 
     # And the independent reference agrees on every number.
-    chain = replay(D(10000), POSITIONS, PRICES, [(WED, D(1000)), (FRI2, D(-200))], [MON, TUE, FRI2])
+    chain = replay(D(10000), POSITIONS, HOLIDAY_PRICES, [(WED, D(1000)), (FRI2, D(-200))], [MON, TUE, FRI2])
     for snap in chain:
         row = snapshot(db, p1, snap.day)
         assert (row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[10]) == (
@@ -90,7 +96,7 @@ def test_missing_price_fails_only_that_portfolio_and_releases_its_claim(db: Db) 
     res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
     assert res.code == 1
     out = json.loads(res.out)
-    assert (out["processed"], out["failed"], out["skipped"]) == (2, 1, 0)
+    assert (out["processed"], out["failed"], out["already_done"]) == (2, 1, 0)
     assert out["failures"][0]["portfolio_id"] == p3 and "ZZZ" in out["failures"][0]["reason"]
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s", p3) == 0
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p3) == D(1000)
@@ -99,7 +105,7 @@ def test_missing_price_fails_only_that_portfolio_and_releases_its_claim(db: Db) 
     add_prices(db.conn, {"ZZZ": {MON: D(12)}})
     res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
     assert res.code == 0
-    assert (json.loads(res.out)["processed"], json.loads(res.out)["skipped"]) == (1, 2)
+    assert (json.loads(res.out)["processed"], json.loads(res.out)["already_done"]) == (1, 2)
     # start: ZZZ had no close <= B (Fri), so its entry price: 1*(12-10) = 2; AAA 1*(100-95) = 5.
     assert snapshot(db, p3, MON)[1] == D("7.0000")
 
@@ -111,38 +117,47 @@ def test_second_run_of_a_date_changes_nothing(db: Db) -> None:
     res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
     assert res.code == 0
     out = json.loads(res.out)
-    assert (out["processed"], out["skipped"], out["failed"]) == (0, 2, 0)
+    assert (out["processed"], out["already_done"], out["failed"]) == (0, 2, 0)
     after = db.all("SELECT * FROM portfolio_snapshots ORDER BY id"), db.all("SELECT * FROM portfolios ORDER BY id")
     assert after == before
 
 
-def test_earlier_date_after_a_later_one_is_refused_not_forked(db: Db) -> None:
+def test_a_date_before_the_chain_is_not_owed_and_not_forked(db: Db) -> None:
+    """The chains start on Tue (the first run); Mon is before them: not computed
+    behind their back, not a failure (exit 0), and the text hints at undo."""
     p1, _ = setup_book(db)
     assert run_cli("batch", "run", "--date", TUE.isoformat(), dsn=db.dsn).code == 0
-    equity = db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p1)
+    before = db.all("SELECT * FROM portfolio_snapshots ORDER BY id"), db.all("SELECT * FROM portfolios ORDER BY id")
     res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
-    assert res.code == 1
-    assert json.loads(res.out)["failed"] == 2
-    assert "after 2026-03-02" in json.loads(res.out)["failures"][0]["reason"]
-    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_date = %s", MON) == 0
-    assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", p1) == equity
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert (out["before_chain"], out["processed"], out["failed"]) == (2, 0, 0)
+    assert out["dates"] == [{"date": MON.isoformat(), "processed": 0, "already_done": 0, "before_chain": 2,
+                             "held": 0, "failed": 0, "lost": 0}]
+    assert (db.all("SELECT * FROM portfolio_snapshots ORDER BY id"),
+            db.all("SELECT * FROM portfolios ORDER BY id")) == before
+    text = run_cli("batch", "run", "--date", MON.isoformat(), dsn=db.dsn)
+    assert text.code == 0 and "before chain 2" in text.out and "pnl batch undo --from" in text.err
 
 
 def test_backfill_runs_each_price_date_in_order(db: Db) -> None:
     p1, _ = setup_book(db)
     res = run_cli("batch", "backfill", "--from", "2026-03-01", "--to", "2026-03-31", "--json", dsn=db.dsn)
     assert res.code == 0, res.err
-    out = json.loads(res.out)
-    assert [r["date"] for r in out["runs"]] == ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
+    out = json.loads(res.out)["run"]
+    assert [r["date"] for r in out["dates"]] == ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
+    assert all(r["processed"] == 2 for r in out["dates"])
     days = [MON, TUE, WED, THU, FRI2]
     chain = replay(D(10000), POSITIONS, PRICES, [(WED, D(1000)), (FRI2, D(-200))], days)
     navs = db.all("SELECT snapshot_date, net_asset_value FROM portfolio_snapshots WHERE portfolio_id = %s"
                   " ORDER BY snapshot_date", p1)
     assert navs == [(s.day, s.nav) for s in chain]
-    # Backfilling again is a no-op.
+    # Backfilling again is a no-op: ONE cheap run, every date already done.
+    runs = db.scalar("SELECT count(*) FROM batch_runs")
     again = json.loads(run_cli("batch", "backfill", "--from", "2026-03-01", "--to", "2026-03-31", "--json",
-                               dsn=db.dsn).out)
-    assert sum(r["processed"] for r in again["runs"]) == 0
+                               dsn=db.dsn).out)["run"]
+    assert (again["processed"], again["already_done"], again["status"]) == (0, 10, "succeeded")
+    assert db.scalar("SELECT count(*) FROM batch_runs") == runs + 1
 
 
 def test_only_the_named_portfolios(db: Db) -> None:
@@ -156,6 +171,7 @@ def test_many_failures_are_counted_but_not_all_kept(db: Db) -> None:
     db.execute("INSERT INTO portfolios (name, equity_balance) SELECT 'u' || g, 1 FROM generate_series(1, 1100) g")
     db.execute("INSERT INTO positions (portfolio_id, symbol, quantity, entry_date, entry_price)"
                " SELECT id, 'NOPRICE', 1, '2026-01-01', 1 FROM portfolios")
+    add_prices(db.conn, {"OTHER": {MON: D(1)}})          # MON is a price date; NOPRICE has no close
     res = run_cli("batch", "run", "--date", MON.isoformat(), "--json", dsn=db.dsn)
     assert res.code == 1
     out = json.loads(res.out)

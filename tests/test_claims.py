@@ -49,7 +49,7 @@ def test_expired_claim_is_taken_over_and_completed_once(db: Db) -> None:
     res = run_cli("batch", "run", "--date", DAY.isoformat(), "--json", dsn=db.dsn)
     assert res.code == 0, res.err
     out = json.loads(res.out)
-    assert (out["processed"], out["reclaimed"], out["skipped"]) == (1, 1, 0)
+    assert (out["processed"], out["reclaimed"], out["already_done"]) == (1, 1, 0)
     row = db.one("SELECT count(*), bool_and(is_complete), max(batch_run_id), max(net_asset_value)"
                  " FROM portfolio_snapshots WHERE portfolio_id = %s", pid)
     assert row == (1, True, out["run_id"], D("110.0000"))  # 100 + 10*(11-10)
@@ -59,8 +59,11 @@ def test_expired_claim_is_taken_over_and_completed_once(db: Db) -> None:
 def test_live_claim_of_another_run_is_left_alone(db: Db) -> None:
     pid = setup(db)
     claim(db, pid, run_id=777, expired=False)
-    out = json.loads(run_cli("batch", "run", "--date", DAY.isoformat(), "--json", dsn=db.dsn).out)
-    assert (out["processed"], out["reclaimed"], out["skipped"]) == (0, 0, 1)
+    res = run_cli("batch", "run", "--date", DAY.isoformat(), "--json", dsn=db.dsn)
+    assert res.code == 75, res.err                  # only held: someone else owns it, retry later
+    out = json.loads(res.out)
+    assert (out["processed"], out["reclaimed"], out["held"], out["status"]) == (0, 0, 1, "held")
+    assert [(h["run_id"], h["claims"]) for h in out["holders"]] == [(777, 1)]
     assert db.one("SELECT is_complete, batch_run_id FROM portfolio_snapshots WHERE portfolio_id = %s", pid) \
         == (False, 777)
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == D(100)
@@ -70,16 +73,16 @@ def test_a_run_that_lost_its_claim_finalizes_nothing(db: Db) -> None:
     """Fencing: run 1 claimed, run 2 took over; run 1's finalize must write nothing."""
     pid = setup(db)
     claim(db, pid, run_id=1, expired=True)
-    taken = call(db, "batch/take_over_expired_claims", 2, DAY, [pid], timedelta(minutes=15))
-    assert taken == [(pid, 1)]
-    zombie = call(db, "batch/finalize_claimed", 1, DAY, [pid])[0]
+    taken = call(db, "batch/claim_owed_dates", 2, DAY, [pid], timedelta(minutes=15), [DAY], False)
+    assert taken == [([pid], [DAY], [pid], [DAY], 1, [DAY], [1])]
+    zombie = call(db, "batch/finalize_claimed", 1, DAY, [pid], True)[0]
     assert zombie == ([], [], [], [], 0)
     assert db.one("SELECT is_complete, batch_run_id FROM portfolio_snapshots WHERE portfolio_id = %s", pid) \
         == (False, 2)
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == D(100)
-    winner = call(db, "batch/finalize_claimed", 2, DAY, [pid])[0]
+    winner = call(db, "batch/finalize_claimed", 2, DAY, [pid], True)[0]
     assert winner[0] == [pid]
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == D("110.0000")
     # And the zombie, trying again after the winner finished, still changes nothing.
-    assert call(db, "batch/finalize_claimed", 1, DAY, [pid])[0] == ([], [], [], [], 0)
+    assert call(db, "batch/finalize_claimed", 1, DAY, [pid], True)[0] == ([], [], [], [], 0)
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 1

@@ -69,6 +69,7 @@ def test_malformed_date(db: Db) -> None:
 
 def test_unknown_portfolio_changes_nothing(db: Db) -> None:
     pid = db.scalar("INSERT INTO portfolios (name) VALUES ('x') RETURNING id")
+    db.execute("INSERT INTO market_prices (symbol, price_date, close_price) VALUES ('AAA', '2026-01-05', 1)")
     res = run_cli("batch", "run", "--date", "2026-01-05", "--portfolio", str(pid), "--portfolio", "424242",
                   dsn=db.dsn)
     assert_one_line_error(res, 2, "unknown portfolio id(s): 424242")
@@ -111,6 +112,7 @@ def test_status_json_on_an_empty_migrated_database(db: Db) -> None:
 
 def test_status_shows_runs_and_unfinished_claims(db: Db) -> None:
     pid = db.scalar("INSERT INTO portfolios (name, equity_balance) VALUES ('x', 5) RETURNING id")
+    db.execute("INSERT INTO market_prices (symbol, price_date, close_price) VALUES ('AAA', '2026-01-05', 1)")
     assert run_cli("batch", "run", "--date", "2026-01-05", dsn=db.dsn).code == 0
     # A claim left by a run that died.
     db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pytest
 
 from pnl.resources import migrations_dir
 from tests.conftest import Db, run_cli
 
 ALL = ["0001_baseline", "0002_operations", "0002b_rescue_audit", "0003_idempotency_precheck",
-       "0004_snapshot_indexes_concurrently", "0005_unique_snapshot_constraint", "0006_drop_redundant_snapshot_index"]
+       "0004_snapshot_indexes_concurrently", "0005_unique_snapshot_constraint", "0006_drop_redundant_snapshot_index",
+       "0007_dates_and_undo"]
 
 
 def fingerprint(db: Db) -> dict[str, list[tuple]]:
@@ -193,3 +195,29 @@ def test_status_on_an_unmigrated_database_creates_nothing(empty_db: Db) -> None:
     assert res.code == 0, res.err
     assert json.loads(res.out)["schema_current"] is False
     assert every_relation(empty_db) == []
+
+
+def test_rolling_back_is_complete_refuses_while_claims_are_unfinished(empty_db: Db) -> None:
+    assert run_cli("migrate", dsn=empty_db.dsn).code == 0
+    pid = empty_db.scalar("INSERT INTO portfolios (name) VALUES ('p') RETURNING id")
+    empty_db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
+                     " claimed_at, lease_expires_at) VALUES (%s, '2026-06-01', false, 7, now() - interval '1 hour',"
+                     " now() - interval '45 minutes')", pid)
+    schema = fingerprint(empty_db)
+    res = run_cli("rollback", "--to", "0002b", "--yes", dsn=empty_db.dsn)
+    assert res.code == 1 and "1 unfinished claim(s)" in res.err and "pnl cleanup" in res.err
+    assert "Traceback" not in res.err
+    # Refused before anything was rolled back: every migration is still applied, the claim still a claim.
+    assert applied(empty_db) == ALL and fingerprint(empty_db) == schema
+    assert empty_db.scalar("SELECT is_complete FROM portfolio_snapshots") is False
+    # The rollback file refuses by itself too (for a DBA running yoyo directly).
+    rollback_sql = (migrations_dir() / "0003_idempotency_precheck.rollback.sql").read_text()
+    with pytest.raises(psycopg.errors.ObjectInUse, match="unfinished claim"):
+        empty_db.execute(rollback_sql)
+    assert empty_db.scalar("SELECT is_complete FROM portfolio_snapshots") is False
+    # Once `pnl cleanup` has cleared the claims, the rollback goes through.
+    res = run_cli("cleanup", "--older-than", "30m", "--yes", dsn=empty_db.dsn)
+    assert res.code == 0 and "deleted 1" in res.out
+    res = run_cli("rollback", "--to", "0002b", "--yes", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert applied(empty_db) == ALL[:3]

@@ -5,6 +5,7 @@ complete chain equal to a clean replay from the starting balance."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import date, timedelta
 from decimal import Decimal as D
 
@@ -53,11 +54,31 @@ async def check(conn: asyncpg.Connection, pids: list[int]) -> None:
         rows = await conn.fetch("SELECT snapshot_date, opening_equity, daily_pnl, capital_flow, net_asset_value,"
                                 " cumulative_pnl FROM portfolio_snapshots WHERE portfolio_id = $1 AND is_complete"
                                 " ORDER BY snapshot_date", pid)
+        # Gap-free: a chain covers every price date from its first snapshot to its last.
+        days = [r["snapshot_date"] for r in rows]
+        if days:
+            assert days == DAYS[DAYS.index(days[0]):DAYS.index(days[-1]) + 1], (pid, days)
         chain = replay(balance, positions, PRICES, flows, [r["snapshot_date"] for r in rows])
         assert [tuple(r.values())[1:] for r in rows] == [
             (s.opening, s.pnl, s.flow, s.nav, s.cumulative) for s in chain], pid
         equity = await conn.fetchval("SELECT equity_balance FROM portfolios WHERE id = $1", pid)
         assert equity == (chain[-1].nav if chain else balance), pid
+
+
+def owned_prefixes(plan: batch.ChunkPlan) -> set[tuple[int, date]]:
+    """The slots a run may finalize: each portfolio's owned dates up to the first it does not own."""
+    out = set()
+    for pid, dates in plan.owed.items():
+        for day in dates:
+            if (pid, day) not in plan.got:
+                break
+            out.add((pid, day))
+    return out
+
+
+async def finish_in_order(conn: asyncpg.Connection, run: int, slots: set[tuple[int, date]]) -> None:
+    for day in sorted({d for _, d in slots}):
+        await batch.finalize_chunk(conn, run, day, sorted(p for p, d in slots if d == day))
 
 
 async def play(dsn: str, pids: list[int], schedule: list[tuple[str, int, int, list[int]]]) -> None:
@@ -66,31 +87,32 @@ async def play(dsn: str, pids: list[int], schedule: list[tuple[str, int, int, li
         await conn.execute("TRUNCATE portfolio_snapshots, batch_runs RESTART IDENTITY")
         for pid, (balance, _, _) in zip(pids, BOOK.values(), strict=True):
             await conn.execute("UPDATE portfolios SET equity_balance = $2 WHERE id = $1", pid, balance)
-        runs = [(await conn.fetchrow(sql("runs/start_run"), DAYS[0], "test", i))["id"] for i in range(3)]
-        held: dict[tuple[int, int], list[int]] = {}
+        runs = [(await conn.fetchrow(sql("runs/start_run"), DAYS[0], "test", i, None, None))["id"] for i in range(3)]
+        held: dict[int, set[tuple[int, date]]] = {}
         for action, r, d, which in schedule:
             run, day, ids = runs[r], DAYS[d], sorted(pids[i] for i in which)
             if action in ("run", "claim"):
-                claim = await batch.claim_chunk(conn, run, day, ids, HOUR)
-                held[(r, d)] = sorted(set(held.get((r, d), [])) | set(claim.owned))
-                if action == "run" and claim.owned:
-                    await batch.finalize_chunk(conn, run, day, claim.owned)
+                # the catch-up up to `day` (portfolios without a chain start there)
+                plan = await batch.claim_owed(conn, run, day, ids, HOUR, [day] * len(ids))
+                held.setdefault(r, set()).update(plan.got)
+                if action == "run":
+                    await finish_in_order(conn, run, owned_prefixes(plan))
             elif action == "expire":
                 await conn.execute("UPDATE portfolio_snapshots SET lease_expires_at = now() - interval '1 second'"
                                    " WHERE batch_run_id = $1 AND NOT is_complete", run)
-            elif action == "finish" and held.get((r, d)):
-                await batch.finalize_chunk(conn, run, day, held[(r, d)])     # may be a zombie: fenced
-            elif action == "release" and held.get((r, d)):
-                await batch.release_claims(conn, run, day, held[(r, d)])
+            elif action == "finish" and held.get(r):
+                await finish_in_order(conn, run, held[r])              # may be a zombie: fenced
+            elif action == "release" and held.get(r):
+                mine = sorted({p for p, _ in held[r]})
+                await batch.release_claims(conn, run, mine, [day] * len(mine))
             await check(conn, pids)
         # Whatever happened, expired claims are recovered and each date finishes, in order.
         await conn.execute("UPDATE portfolio_snapshots SET lease_expires_at = now() - interval '1 second'"
                            " WHERE NOT is_complete")
-        final = (await conn.fetchrow(sql("runs/start_run"), DAYS[0], "test", 99))["id"]
-        for day in DAYS:
-            claim = await batch.claim_chunk(conn, final, day, pids, HOUR)
-            if claim.owned:
-                await batch.finalize_chunk(conn, final, day, claim.owned)
+        final = (await conn.fetchrow(sql("runs/start_run"), DAYS[0], "test", 99, None, None))["id"]
+        plan = await batch.claim_owed(conn, final, DAYS[-1], pids, HOUR, [DAYS[0]] * len(pids))
+        assert owned_prefixes(plan) == plan.got                       # nobody else holds anything now
+        await finish_in_order(conn, final, plan.got)
         await check(conn, pids)
         assert await conn.fetchval("SELECT count(*) FROM portfolio_snapshots WHERE NOT is_complete") == 0
     finally:
@@ -130,8 +152,9 @@ def test_a_date_whose_previous_day_is_unfinished_waits_for_it(db: Db) -> None:
                " claimed_at, lease_expires_at) VALUES (%s, %s, false, 4242, now(), now() + interval '1 hour')",
                pids[0], DAYS[0])
     res = run_cli("batch", "run", "--date", DAYS[1].isoformat(), "--json", dsn=db.dsn)
-    assert res.code == 1
-    assert "claimed but unfinished" in res.out
+    assert res.code == 75, res.err                     # only held, by run 4242: retry later
+    out = json.loads(res.out)
+    assert (out["processed"], out["held"], [h["run_id"] for h in out["holders"]]) == (2, 1, [4242])
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s", pids[0]) == 1
     # The other two went ahead: nothing was holding them back.
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE is_complete") == 2

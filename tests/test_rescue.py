@@ -138,14 +138,18 @@ def test_rescue_a_corrupted_legacy_database(empty_db: Db) -> None:
     assert run_cli("verify", dsn=db.dsn).code == 0
 
 
-def test_repair_refuses_without_an_anchor_and_on_bad_input(db: Db) -> None:
+def test_repair_without_an_earlier_snapshot_anchors_on_the_first_and_bad_input_is_refused(db: Db) -> None:
     pid = add_portfolio(db.conn, "lonely", 100)
     add_prices(db.conn, {"AAA": {DAYS[0]: D(1)}})
     assert run_cli("batch", "run", "--date", DAYS[0].isoformat(), dsn=db.dsn).code == 0
-    res = run_cli("repair", "--portfolio", str(pid), "--from", DAYS[0].isoformat(), "--yes", dsn=db.dsn)
-    assert res.code == 2 and "no complete snapshot before" in res.err
+    res = run_cli("repair", "--portfolio", str(pid), "--from", DAYS[0].isoformat(), "--yes", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["anchors"] == [{"portfolio_id": pid, "from": DAYS[0].isoformat(), "kind": "opening",
+                               "date": DAYS[0].isoformat(), "equity": "100.0000"}]
+    assert (out["snapshots"], out["changed"], out["refused"]) == (1, 0, [])
     res = run_cli("repair", "--portfolio", "99999", "--from", DAYS[0].isoformat(), "--yes", dsn=db.dsn)
-    assert res.code == 2 and "does not exist" in res.err
+    assert res.code == 2 and "do not exist" in res.err
     res = run_cli("repair", "--portfolio", str(pid), dsn=db.dsn)
     assert res.code == 2 and "--from" in res.err
     res = run_cli("repair", "--all-broken", "--yes", dsn=db.dsn)
@@ -167,3 +171,70 @@ def test_the_legacy_batch_still_corrupts_equity_on_the_new_schema(db: Db) -> Non
     assert res.code == 1
     mismatch = next(c for c in json.loads(res.out)["checks"] if c["check"] == "equity_mismatch")
     assert mismatch["rows"] == 3
+
+
+def chain_navs(db: Db, pid: int) -> list[tuple]:
+    return db.all("SELECT snapshot_date, net_asset_value FROM portfolio_snapshots WHERE portfolio_id = %s"
+                  " ORDER BY snapshot_date", pid)
+
+
+def book(db: Db) -> dict[str, int]:
+    add_prices(db.conn, PRICES)
+    pids = {}
+    for name, (balance, positions) in BOOK.items():
+        pids[name] = add_portfolio(db.conn, name, balance)
+        add_positions(db.conn, pids[name], positions)
+    res = run_cli("batch", "backfill", "--from", DAYS[0].isoformat(), "--to", DAYS[-1].isoformat(), dsn=db.dsn)
+    assert res.code == 0, res.err
+    return pids
+
+
+def test_repair_anchored_on_a_first_snapshot_opening_or_derived_for_a_legacy_row(db: Db) -> None:
+    pids = book(db)
+    # "long": its FIRST snapshot had its P&L applied twice (the old bug), and all that followed inherit it.
+    db.execute("UPDATE portfolio_snapshots SET net_asset_value = net_asset_value + daily_pnl"
+               " WHERE portfolio_id = %s", pids["long"])
+    db.execute("UPDATE portfolios SET equity_balance = equity_balance + 777 WHERE id = %s", pids["long"])
+    # "short": a legacy first row (no opening_equity, no capital_flow recorded); a later NAV is off.
+    db.execute("UPDATE portfolio_snapshots SET opening_equity = NULL, capital_flow = NULL"
+               " WHERE portfolio_id = %s AND snapshot_date = %s", pids["short"], DAYS[0])
+    db.execute("UPDATE portfolio_snapshots SET net_asset_value = net_asset_value * 2"
+               " WHERE portfolio_id = %s AND snapshot_date >= %s", pids["short"], DAYS[1])
+    for name in ("long", "short"):
+        res = run_cli("repair", "--portfolio", str(pids[name]), "--from", DAYS[0].isoformat(), "--yes", "--json",
+                      dsn=db.dsn)
+        assert res.code == 0, res.err
+        kind = json.loads(res.out)["anchors"][0]["kind"]
+        assert kind == ("opening" if name == "long" else "derived_opening")
+        balance, positions = BOOK[name]
+        chain = replay(balance, positions, PRICES, [], DAYS)
+        assert chain_navs(db, pids[name]) == [(s.day, s.nav) for s in chain], name
+        assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pids[name]) == chain[-1].nav
+    assert run_cli("verify", dsn=db.dsn).code == 0
+
+
+def test_all_broken_repairs_what_it_can_and_lists_the_rest_one_line_each(db: Db) -> None:
+    pids = book(db)
+    db.execute("UPDATE portfolio_snapshots SET net_asset_value = net_asset_value + 5"
+               " WHERE portfolio_id = %s AND snapshot_date >= %s", pids["options"], DAYS[1])
+    db.execute("UPDATE portfolios SET equity_balance = equity_balance + 5 WHERE id = %s", pids["options"])
+    # 25 legacy portfolios with one garbage snapshot each: nothing to anchor a replay on.
+    garbage = [add_portfolio(db.conn, f"garbage {i}", 50) for i in range(25)]
+    for pid in garbage:
+        db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, net_asset_value)"
+                   " VALUES (%s, %s, NULL)", pid, DAYS[2])
+    garbage_rows = db.all("SELECT * FROM portfolio_snapshots WHERE portfolio_id = ANY(%s) ORDER BY id", garbage)
+
+    res = run_cli("repair", "--all-broken", "--yes", dsn=db.dsn)
+    assert res.code == 1
+    assert "25 portfolio(s) not repaired:" in res.err and "... and 5 more (--json lists them all)" in res.err
+    refusal_lines = [line for line in res.err.splitlines() if line.startswith("  portfolio ")]
+    assert len(refusal_lines) == 20 and all(len(line) < 300 for line in refusal_lines)
+    balance, positions = BOOK["options"]
+    assert chain_navs(db, pids["options"]) == [(s.day, s.nav) for s in replay(balance, positions, PRICES, [], DAYS)]
+    assert db.all("SELECT * FROM portfolio_snapshots WHERE portfolio_id = ANY(%s) ORDER BY id", garbage) \
+        == garbage_rows
+    res = run_cli("repair", "--all-broken", "--dry-run", "--json", dsn=db.dsn)
+    assert res.code == 1
+    out = json.loads(res.out)
+    assert sorted(r["portfolio_id"] for r in out["refused"]) == garbage and out["snapshots"] == 0

@@ -144,6 +144,7 @@ def test_pgpassfile_keeps_the_password_out_of_the_dsn(db: Db, pg_server: ServerI
     passfile.write_text(f"{pg_server.host}:{pg_server.port}:*:{pg_server.user}:{pg_server.password}\n")
     passfile.chmod(0o600)
     env = {"PGPASSFILE": str(passfile), "HOME": str(tmp_path)}
+    db.execute("INSERT INTO market_prices (symbol, price_date, close_price) VALUES ('X', '2026-01-05', 1)")
     for args in (("status", "--no-verify"), ("migrate",), ("batch", "run", "--date", "2026-01-05")):
         res = run_cli(*args, dsn=dsn, env=env)
         assert res.code == 0, (args, res.err)

@@ -25,9 +25,14 @@
 --   'missing_price'      an alive position needs a close <= D and has none
 --                        (detail: the symbols);
 --   'later_snapshot'     it has a complete snapshot after D (detail: that date):
---                        finishing D now would fork its equity chain;
---   'earlier_unfinished' an earlier date is claimed but unfinished (detail:
---                        that date): D's opening equity is not known yet.
+--                        finishing D now would fork its equity chain (D is
+--                        before its chain now: another run started it later);
+--   'earlier_unfinished' a date after its previous complete snapshot and
+--                        before D is claimed but unfinished (detail: that
+--                        date): D's opening equity is not known yet;
+--   'missing_earlier'    (only when $4) a price date lies between its previous
+--                        complete snapshot and D (detail: that date): D would
+--                        be computed across a hole in the chain.
 --
 -- Fencing: rows are written only WHERE batch_run_id = $1 AND NOT is_complete.
 -- A run whose claim was taken over (its lease expired) writes nothing; its
@@ -35,6 +40,8 @@
 -- Equity is SET to the new NAV.
 --
 -- $1 run id (bigint)   $2 snapshot date (date)   $3 claimed portfolio ids (bigint[])
+-- $4 gap-free (boolean): refuse to compute across a missing price date (the
+--    batch; a repair replays an existing chain as it is, holes included)
 -- Returns one row: finalized_ids bigint[], failed_ids bigint[],
 --                  failed_kinds text[], failed_details text[] (aligned by position)
 WITH claimed AS (
@@ -62,7 +69,11 @@ base AS (
                AND ps.is_complete) AS later_complete,
            (SELECT max(ps.snapshot_date) FROM portfolio_snapshots AS ps
              WHERE ps.portfolio_id = c.portfolio_id AND ps.snapshot_date < $2::date
-               AND NOT ps.is_complete) AS earlier_unfinished
+               AND ps.snapshot_date > COALESCE(prev.snapshot_date, '-infinity')
+               AND NOT ps.is_complete) AS earlier_unfinished,
+           CASE WHEN $4::boolean AND prev.snapshot_date IS NOT NULL THEN
+                (SELECT min(mp.price_date) FROM market_prices AS mp
+                  WHERE mp.price_date > prev.snapshot_date AND mp.price_date < $2::date) END AS missing_earlier
       FROM claimed AS c
       LEFT JOIN LATERAL (
             SELECT ps.snapshot_date, ps.net_asset_value, ps.cumulative_pnl
@@ -143,8 +154,9 @@ computed AS (
            false      AS fence_complete,
            CASE WHEN b.later_complete IS NOT NULL THEN 'later_snapshot'
                 WHEN b.earlier_unfinished IS NOT NULL THEN 'earlier_unfinished'
+                WHEN b.missing_earlier IS NOT NULL THEN 'missing_earlier'
                 WHEN pp.missing_symbols IS NOT NULL THEN 'missing_price' END AS failure_kind,
-           COALESCE(b.later_complete::text, b.earlier_unfinished::text,
+           COALESCE(b.later_complete::text, b.earlier_unfinished::text, b.missing_earlier::text,
                     array_to_string(ARRAY(SELECT DISTINCT m FROM unnest(pp.missing_symbols) AS m ORDER BY m), ','))
                                                            AS failure_detail
       FROM base AS b

@@ -3,12 +3,13 @@
 -- process probably died; its claims are recovered when their lease expires.
 --
 -- $1 how many (int)   $2 stale after (interval)
--- Returns: id, run_date, status, stale (bool), started_at, finished_at,
---          heartbeat_at, processed, skipped, failed, reclaimed, lost, host, pid
-SELECT r.id, r.run_date, r.status,
+-- Returns: id, run_date, from_date, status, stale (bool), started_at, finished_at,
+--          heartbeat_at, processed, skipped (already done), held, before_chain,
+--          failed, reclaimed, lost, host, pid
+SELECT r.id, r.run_date, r.from_date, r.status,
        (r.status = 'running' AND r.heartbeat_at < now() - $2::interval) AS stale,
        r.started_at, r.finished_at, r.heartbeat_at,
-       r.processed, r.skipped, r.failed, r.reclaimed, r.lost, r.host, r.pid
+       r.processed, r.skipped, r.held, r.before_chain, r.failed, r.reclaimed, r.lost, r.host, r.pid
   FROM batch_runs AS r
  ORDER BY r.id DESC
  LIMIT $1::int;

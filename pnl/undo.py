@@ -1,0 +1,193 @@
+"""Undo: remove every complete snapshot on or after a date, archived, and put
+equity back to what it was before that date; or restore an undo exactly.
+
+Used to rebuild history from an earlier date (a portfolio's chain started
+later than it should have: `undo --from D`, then `backfill --from D`), or to
+take back a run over wrong data. Nothing is lost: every removed row is
+archived whole (jsonb) in snapshot_undo_audit under the undo's run id (a
+rescue_runs row of kind 'undo') with the portfolio's equity before the undo,
+and `restore(run_id)` puts rows and equity back exactly. Re-running the dates
+after an undo computes the same numbers (a day's opening is the previous NAV).
+
+One transaction per chunk of portfolios: the chunk's portfolio rows are locked
+(as the batch's finalize does), live claims on or after the date are refused,
+then one statement removes, archives and sets equity. A dry run executes the
+very same statements and rolls each chunk back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+
+import asyncpg
+
+from pnl.calendar import DayRequest, resolve_day
+from pnl.errors import BadInput, PnlError
+from pnl.queries import sql
+
+
+class _DryRunDone(Exception):
+    """Raised to roll back a dry run's chunk transaction."""
+
+
+@dataclass(frozen=True)
+class EquityChange:
+    portfolio_id: int
+    before: Decimal
+    after: Decimal
+
+
+@dataclass(frozen=True)
+class LiveClaims:
+    run_id: int | None
+    claims: int
+    lease_expires_at: datetime
+
+
+@dataclass
+class UndoResult:
+    from_date: date
+    dry_run: bool
+    run_id: int | None = None             # the undo's rescue run (None for a dry run)
+    per_date: Counter[date] = field(default_factory=Counter)
+    equity: list[EquityChange] = field(default_factory=list)
+
+    @property
+    def removed(self) -> int:
+        return sum(self.per_date.values())
+
+    def to_json(self) -> dict:
+        return {
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "from": self.from_date.isoformat(),
+            "removed": self.removed,
+            "portfolios": len(self.equity),
+            "dates": [{"date": d.isoformat(), "snapshots": n} for d, n in sorted(self.per_date.items())],
+            "equity": [{"portfolio_id": e.portfolio_id, "before": str(e.before), "after": str(e.after)}
+                       for e in self.equity],
+        }
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    run_id: int
+    restored: int
+    portfolios: int
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "restored": self.restored, "portfolios": self.portfolios}
+
+
+def _claims_message(claims: list[LiveClaims], day: date) -> str:
+    runs = ", ".join(f"run #{c.run_id} ({c.claims} claim(s), lease until {c.lease_expires_at:%Y-%m-%d %H:%M:%S%z})"
+                     for c in claims[:5])
+    more = f" and {len(claims) - 5} more run(s)" if len(claims) > 5 else ""
+    return (f"refused: runs hold unfinished claims on or after {day} on these portfolios: {runs}{more}; "
+            "undo would remove dates under them. Let them finish (or `pnl cleanup`), then undo again")
+
+
+async def _live_claims(conn: asyncpg.Connection, day: date, ids: list[int] | None) -> list[LiveClaims]:
+    return [LiveClaims(r["batch_run_id"], r["claims"], r["lease_expires_at"])
+            for r in await conn.fetch(sql("undo/list_live_claims"), day, ids)]
+
+
+async def _undo_chunk(conn: asyncpg.Connection, run_id: int | None, ids: list[int], day: date,
+                      result: UndoResult, dry_run: bool) -> None:
+    try:
+        async with conn.transaction():
+            await conn.execute(sql("batch/plan_chunk_statements"))
+            await conn.fetch(sql("batch/lock_portfolios"), ids)
+            claims = await _live_claims(conn, day, ids)
+            if claims:
+                raise PnlError(_claims_message(claims, day))
+            row = await conn.fetchrow(sql("undo/remove_snapshots"), run_id, ids, day)
+            result.per_date.update(dict(zip(row["dates"], row["counts"], strict=True)))
+            result.equity += [EquityChange(p, b, a) for p, b, a in
+                              zip(row["equity_ids"], row["equity_before"], row["equity_after"], strict=True)]
+            if dry_run:
+                raise _DryRunDone
+    except _DryRunDone:
+        pass
+
+
+async def undo(pool: asyncpg.Pool, from_day: DayRequest | date | str, portfolio_ids: tuple[int, ...] | None,
+               dry_run: bool, chunk_size: int = 5000,
+               on_progress: Callable[[int, int], None] | None = None) -> UndoResult:
+    """Remove every complete snapshot on or after the date of the selected
+    portfolios (default all), archived; equity back to before the date."""
+    ids = sorted(set(portfolio_ids)) if portfolio_ids else None
+    async with pool.acquire() as conn:
+        day = await resolve_day(conn, DayRequest.of(from_day))
+        if ids is not None:
+            unknown = [r["id"] for r in await conn.fetch(sql("batch/find_unknown_portfolios"), ids)]
+            if unknown:
+                raise BadInput(f"unknown portfolio id(s): {', '.join(map(str, unknown))}")
+        claims = await _live_claims(conn, day, ids)
+        if claims:
+            raise PnlError(_claims_message(claims, day))
+        total = await conn.fetchval(sql("batch/count_portfolios"), ids)
+        result = UndoResult(from_date=day, dry_run=dry_run)
+        if not dry_run:
+            result.run_id = await conn.fetchval(sql("rescue/start_rescue_run"), "undo", socket.gethostname(),
+                                                os.getpid())
+        last_id, done = 0, 0
+        while True:
+            chunk = [r["id"] for r in await conn.fetch(sql("batch/list_portfolio_chunk"), last_id, ids, chunk_size)]
+            if not chunk:
+                break
+            last_id = chunk[-1]
+            try:
+                await _undo_chunk(conn, result.run_id, chunk, day, result, dry_run)
+            except PnlError as exc:
+                if result.run_id is not None:
+                    await _finish(conn, result, "failed")
+                done_note = (f" (undo run #{result.run_id} had already removed {result.removed} snapshot(s) of "
+                             f"earlier portfolios: run it again to finish, or `pnl batch undo --restore "
+                             f"{result.run_id}`)") if result.removed else ""
+                raise PnlError(f"{exc}{done_note}") from None
+            done += len(chunk)
+            if on_progress:
+                on_progress(done, total)
+        if result.run_id is not None:
+            await _finish(conn, result, "done")
+    return result
+
+
+async def _finish(conn: asyncpg.Connection, result: UndoResult, status: str) -> None:
+    summary = {"from": result.from_date.isoformat(), "removed": result.removed, "portfolios": len(result.equity)}
+    await conn.execute(sql("rescue/finish_rescue_run"), result.run_id, status, json.dumps(summary))
+
+
+async def restore(pool: asyncpg.Pool, run_id: int) -> RestoreResult:
+    """Put back every snapshot undo run `run_id` removed, and the equity it
+    changed; refuses if any of those slots holds a row again."""
+    async with pool.acquire() as conn:
+        run = await conn.fetchrow(sql("rescue/get_rescue_run"), run_id)
+        if run is None or run["kind"] != "undo":
+            raise BadInput(f"no undo run #{run_id} (see rescue_runs, kind 'undo')")
+        async with conn.transaction():
+            pids = [r["portfolio_id"] for r in await conn.fetch(sql("undo/list_undo_portfolios"), run_id)]
+            if not pids:
+                raise PnlError(f"nothing to restore: undo run #{run_id} is already restored (or removed nothing)")
+            await conn.fetch(sql("batch/lock_portfolios"), pids)
+            refilled = await conn.fetch(sql("undo/find_refilled_slots"), run_id)
+            if refilled:
+                first = refilled[0]
+                what = "a snapshot" if first["is_complete"] else "a claim"
+                raise PnlError(
+                    f"refused: {len(refilled)} slot(s) undo run #{run_id} removed were filled again (e.g. portfolio "
+                    f"{first['portfolio_id']} on {first['snapshot_date']} has {what}); restoring would overwrite "
+                    f"them. Undo those dates first (pnl batch undo --from {min(r['snapshot_date'] for r in refilled)}"
+                    "), then restore; nothing was changed")
+            row = await conn.fetchrow(sql("undo/restore_snapshots"), run_id)
+            await conn.execute(sql("rescue/finish_rescue_run"), run_id, "restored",
+                               json.dumps({"restored": row["restored"]}))
+    return RestoreResult(run_id, row["restored"], row["portfolios"])

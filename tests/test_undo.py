@@ -1,0 +1,137 @@
+"""`pnl batch undo`: remove, archive, equity back; re-run reproduces; restore restores."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+from tests.conftest import Db, run_cli
+from tests.data import random_book
+from tests.reference import replay
+
+CALENDAR = [date(2026, 6, 1) + timedelta(days=i) for i in range(6)]
+VALUES = ("portfolio_id, snapshot_date, opening_equity, daily_pnl, capital_flow, net_asset_value, daily_return,"
+          " cumulative_pnl, long_value, short_value, gross_exposure, net_exposure, num_positions, is_complete")
+
+
+def values(db: Db) -> list[tuple]:
+    return db.all(f"SELECT {VALUES} FROM portfolio_snapshots ORDER BY portfolio_id, snapshot_date")
+
+
+def whole(db: Db) -> tuple[list[tuple], list[tuple]]:
+    return db.all("SELECT * FROM portfolio_snapshots ORDER BY id"), db.all("SELECT * FROM portfolios ORDER BY id")
+
+
+def backfilled(db: Db, n: int = 12):  # type: ignore[no-untyped-def]
+    book = random_book(db.conn, n, CALENDAR, seed=31)
+    res = run_cli("batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[-1].isoformat(),
+                  dsn=db.dsn)
+    assert res.code == 0, res.err
+    return book
+
+
+def undo(db: Db, *args: str):  # type: ignore[no-untyped-def]
+    return run_cli("batch", "undo", *args, dsn=db.dsn)
+
+
+def test_undo_then_rerun_reproduces_the_same_numbers(db: Db) -> None:
+    book = backfilled(db)
+    before_values = values(db)
+    equity_before = db.all("SELECT id, equity_balance FROM portfolios ORDER BY id")
+    cut = CALENDAR[3]
+    res = undo(db, "--from", cut.isoformat(), "--yes", "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["removed"] == 12 * 3 and [d["date"] for d in out["dates"]] == [d.isoformat() for d in CALENDAR[3:]]
+    assert db.scalar("SELECT max(snapshot_date) FROM portfolio_snapshots") == CALENDAR[2]
+    assert db.scalar("SELECT count(*) FROM snapshot_undo_audit WHERE rescue_run_id = %s", out["run_id"]) == 36
+    assert db.scalar("SELECT kind || '/' || status FROM rescue_runs WHERE id = %s", out["run_id"]) == "undo/done"
+    # Equity is back to what it was before the cut: the NAV of the last snapshot left.
+    for pid, balance in book.balances.items():
+        chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], CALENDAR[:3])
+        assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == chain[-1].nav
+    # The next run catches up the removed dates and computes exactly the same numbers.
+    res = run_cli("batch", "run", "--date", CALENDAR[-1].isoformat(), dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert values(db) == before_values
+    assert db.all("SELECT id, equity_balance FROM portfolios ORDER BY id") == equity_before
+
+
+def test_undo_everything_sets_equity_to_the_first_opening(db: Db) -> None:
+    book = backfilled(db, 4)
+    assert undo(db, "--from", CALENDAR[0].isoformat(), "--yes").code == 0
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0
+    assert dict(db.all("SELECT id, equity_balance FROM portfolios")) == book.balances
+
+
+def test_restore_puts_rows_and_equity_back_exactly_and_refuses_once_refilled(db: Db) -> None:
+    backfilled(db)
+    before = whole(db)
+    out = json.loads(undo(db, "--from", CALENDAR[2].isoformat(), "--yes", "--json").out)
+    res = run_cli("batch", "undo", "--restore", str(out["run_id"]), "--json", dsn=db.dsn)
+    assert res.code == 1 and "--yes" in res.err                      # no terminal: refuse
+    res = run_cli("batch", "undo", "--restore", str(out["run_id"]), "--yes", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["restored"] == 12 * 4
+    assert whole(db) == before
+    assert db.scalar("SELECT status FROM rescue_runs WHERE id = %s", out["run_id"]) == "restored"
+    again = run_cli("batch", "undo", "--restore", str(out["run_id"]), "--yes", dsn=db.dsn)
+    assert again.code == 1 and "already restored" in again.err
+
+    # Undo, run one of the dates again, then restore: refused, nothing changed.
+    out = json.loads(undo(db, "--from", CALENDAR[4].isoformat(), "--yes", "--json").out)
+    assert run_cli("batch", "run", "--date", CALENDAR[4].isoformat(), dsn=db.dsn).code == 0
+    after_rerun = whole(db)
+    res = run_cli("batch", "undo", "--restore", str(out["run_id"]), "--yes", dsn=db.dsn)
+    assert res.code == 1 and "filled again" in res.err and f"--from {CALENDAR[4]}" in res.err
+    assert whole(db) == after_rerun
+    res = run_cli("batch", "undo", "--restore", "999", "--yes", dsn=db.dsn)
+    assert res.code == 2 and "no undo run #999" in res.err
+
+
+def test_undo_refuses_under_live_claims_and_dry_run_changes_nothing(db: Db) -> None:
+    backfilled(db, 5)
+    pids = [p for (p,) in db.all("SELECT id FROM portfolios ORDER BY id")]
+    # Another run is computing a later date for one of them.
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id, claimed_at,"
+               " lease_expires_at) VALUES (%s, '2026-06-10', false, 4242, now(), now() + interval '10 minutes')",
+               pids[0])
+    before = whole(db)
+    res = undo(db, "--from", CALENDAR[3].isoformat(), "--yes")
+    assert res.code == 1 and "run #4242" in res.err and len(res.err.strip().splitlines()) == 1
+    assert whole(db) == before
+    # The other portfolios are not under that claim: undo may touch them.
+    dry = undo(db, "--from", CALENDAR[3].isoformat(), "--portfolio", str(pids[1]), "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    plan = json.loads(dry.out)
+    assert plan["dry_run"] and plan["removed"] == 3 and len(plan["dates"]) == 3
+    assert [e["portfolio_id"] for e in plan["equity"]] == [pids[1]]
+    text = undo(db, "--from", CALENDAR[3].isoformat(), "--portfolio", str(pids[1]), "--dry-run")
+    assert "dry run, nothing changed: 3 snapshot(s)" in text.out and f"portfolio {pids[1]} equity:" in text.out
+    assert whole(db) == before
+    assert db.scalar("SELECT count(*) FROM rescue_runs") == 0
+    assert undo(db, "--from", CALENDAR[3].isoformat()).code == 1          # no terminal, no --yes
+    # Once the claim's lease has expired, its run is dead: undo goes ahead.
+    db.execute("UPDATE portfolio_snapshots SET lease_expires_at = now() - interval '1 second' WHERE NOT is_complete")
+    assert undo(db, "--from", CALENDAR[3].isoformat(), "--yes").code == 0
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE is_complete AND snapshot_date >= %s",
+                     CALENDAR[3]) == 0
+
+
+def test_undo_then_backfill_rebuilds_history_from_an_earlier_date(db: Db) -> None:
+    book = random_book(db.conn, 6, CALENDAR, seed=41)
+    # The chains were started late (on the third day): the first two are before their chain.
+    assert run_cli("batch", "run", "--date", CALENDAR[2].isoformat(), dsn=db.dsn).code == 0
+    assert run_cli("batch", "run", "--date", CALENDAR[-1].isoformat(), dsn=db.dsn).code == 0
+    res = run_cli("batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[-1].isoformat(),
+                  "--json", dsn=db.dsn)
+    assert res.code == 0 and json.loads(res.out)["run"]["before_chain"] == 12
+    assert undo(db, "--from", CALENDAR[2].isoformat(), "--yes").code == 0
+    res = run_cli("batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", "latest", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["run"]["processed"] == 6 * len(CALENDAR)
+    for pid, balance in book.balances.items():
+        chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], CALENDAR)
+        navs = db.all("SELECT snapshot_date, net_asset_value FROM portfolio_snapshots WHERE portfolio_id = %s"
+                      " ORDER BY 1", pid)
+        assert navs == [(s.day, s.nav) for s in chain], pid
