@@ -317,7 +317,7 @@ def translate_db_error(exc: BaseException, command: str | None = None, dry_run: 
 
 # ---------------------------------------------------------------- dry runs without write privileges
 DRY_RUN_TABLES = ("portfolio_snapshots", "portfolios", "batch_runs", "rescue_runs", "snapshot_dedupe_audit",
-                  "snapshot_repair_audit")
+                  "snapshot_repair_audit", "snapshot_undo_audit")
 
 
 async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object) -> None:
@@ -327,13 +327,13 @@ async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object)
     real ids). The dry run then executes the very statements of the real run
     on the copies, so it shows exactly what would happen and needs only SELECT
     and TEMPORARY (the read-only role). The copies vanish with the transaction."""
-    next_ids = await conn.fetchrow(sql("dryrun/next_ids"))
     present = []
     for table in DRY_RUN_TABLES:
         ddl = await conn.fetchval(sql("dryrun/create_copy"), table)
         if ddl:
+            next_id = await conn.fetchval(await conn.fetchval(sql("dryrun/next_id_query"), table))
             await conn.execute(ddl)
-            await conn.fetchval(sql("dryrun/restart_copy_ids"), table, next_ids[table])
+            await conn.fetchval(sql("dryrun/restart_copy_ids"), table, next_id)
             present.append(table)
     await conn.execute(sql(fill), *args)
     for table in present:

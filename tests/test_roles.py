@@ -94,12 +94,21 @@ def test_each_command_runs_with_its_role_and_no_more(roles: Roles) -> None:
                           "permission denied for table portfolio_snapshots", "batch role")
     res = roles.cli(roles.batch, "cleanup", "--older-than", "1h", "--yes", "--json")
     assert res.code == 0 and json.loads(res.out)["deleted"] == 1, res.err
+    # ... and undo, restore, and the batch again.
+    navs = db.all("SELECT id, net_asset_value FROM portfolio_snapshots ORDER BY id")
+    res = roles.cli(roles.batch, "batch", "undo", "--from", last, "--yes", "--json")
+    assert res.code == 0 and json.loads(res.out)["removed"] == 12, res.err
+    undo_run = json.loads(res.out)["run_id"]
+    assert roles.cli(roles.batch, "batch", "undo", "--restore", str(undo_run), "--yes").code == 0
+    assert db.all("SELECT id, net_asset_value FROM portfolio_snapshots ORDER BY id") == navs
+    rescue_runs = db.scalar("SELECT count(*) FROM rescue_runs")
 
     # The read-only role: status, verify and every dry run; it changes nothing.
     before = db.all("SELECT id, net_asset_value, is_complete FROM portfolio_snapshots ORDER BY id")
     runs_before = db.scalar("SELECT count(*) FROM batch_runs")
     for args in (("status", "--json"), ("verify",), ("cleanup", "--older-than", "1s", "--dry-run"),
                  ("dedupe", "--dry-run", "--json"), ("repair", "--all-broken", "--dry-run"),
+                 ("batch", "undo", "--from", first, "--dry-run", "--json"),
                  ("repair", "--portfolio", "3", "--from", last, "--dry-run", "--json")):
         res = roles.cli(roles.readonly, *args)
         assert res.code == 0, (args, res.err)
@@ -107,7 +116,7 @@ def test_each_command_runs_with_its_role_and_no_more(roles: Roles) -> None:
     assert replay["dry_run"] is True and replay["snapshots"] >= 1 and replay["changed"] == 0
     assert db.all("SELECT id, net_asset_value, is_complete FROM portfolio_snapshots ORDER BY id") == before
     assert db.scalar("SELECT count(*) FROM batch_runs") == runs_before
-    assert db.scalar("SELECT count(*) FROM rescue_runs") == 0
+    assert db.scalar("SELECT count(*) FROM rescue_runs") == rescue_runs
     assert db.scalar("SELECT count(*) FROM snapshot_repair_audit") == 0
 
     # The write list is exactly the batch's: it may not touch positions or prices.

@@ -28,6 +28,8 @@
 --               portfolio_snapshots  INSERT, UPDATE, DELETE (claim, finalize, release, cleanup)
 --               portfolios           UPDATE (equity_balance only: equity is set to the NAV)
 --               batch_runs           INSERT, UPDATE (the run's own row)
+--               rescue_runs          INSERT, UPDATE (an undo's run row)
+--               snapshot_undo_audit  INSERT, UPDATE (undo archives rows; --restore marks them restored)
 --               valuation_marks      INSERT (once that table exists)
 --   readonly  pnl status, verify, and every --dry-run: SELECT on every table;
 --             TEMPORARY on the database (a dry run executes the real statements
@@ -91,6 +93,8 @@ SELECT format('GRANT %s ON TABLE %I.%I TO %I', w.privileges, current_schema(), w
   FROM (VALUES ('portfolio_snapshots', 'INSERT, UPDATE, DELETE'),
                ('portfolios',          'UPDATE (equity_balance)'),
                ('batch_runs',          'INSERT, UPDATE'),
+               ('rescue_runs',         'INSERT, UPDATE'),
+               ('snapshot_undo_audit', 'INSERT, UPDATE'),
                ('valuation_marks',     'INSERT')) AS w(tbl, privileges)
  WHERE to_regclass(format('%I.%I', current_schema(), w.tbl)) IS NOT NULL
 \gexec
