@@ -44,6 +44,14 @@ _SECRET_PARAM = re.compile(
     r"""(?i)(?<![A-Za-z0-9_])((?:ssl|pg)?password['"]?)(\s*[=:]\s*)"""
     r"""('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|(?:[^\s&,)]|&(?![A-Za-z_][A-Za-z0-9_]*=))*)"""
 )
+# In a DSN whose structure is known, a password value runs further than in free
+# text: in a keyword/value string to the next blank (a backslash escapes one
+# character), in a URL query to the next & (its key percent-decoded, as the
+# drivers decode it). A ',' or ')' in a password is part of it there.
+_PASSWORD_KEYS = frozenset({"password", "sslpassword"})
+_KEYWORD_SECRET = re.compile(
+    r"""(?i)(?<![A-Za-z0-9_])((?:ssl)?password)(\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s\\]|\\.)*\\?)"""
+)
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 MIN_SECRET_LEN = 4  # shorter fragments are not searched for in free text (they would garble it)
 
@@ -209,6 +217,28 @@ def _mask_params(text: str) -> str:
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
 
 
+def _query_fields(rest: str) -> list[tuple[str, str]]:
+    """(raw key, raw value) of each field of a URL's query (everything after
+    its first ?, a '#' included: masking too much is the safe side)."""
+    query = rest.partition("?")[2]
+    return [(k, v) for k, eq, v in (f.partition("=") for f in query.split("&")) if eq]
+
+
+def _is_password_key(raw_key: str) -> bool:
+    return unquote(raw_key).strip().lower() in _PASSWORD_KEYS
+
+
+def _mask_query(rest: str) -> str:
+    head, sep, query = rest.partition("?")
+    if not sep:
+        return rest
+    fields = []
+    for field in query.split("&"):
+        key, eq, _ = field.partition("=")
+        fields.append(f"{key}=***" if eq and _is_password_key(key) else field)
+    return head + sep + "&".join(fields)
+
+
 def redact(dsn: str) -> str:
     """The DSN with every password replaced by ***: safe to print or log.
 
@@ -222,8 +252,8 @@ def redact(dsn: str) -> str:
         userinfo = _userinfo(dsn)
         if userinfo is not None and ":" in userinfo:
             rest = f"{userinfo.partition(':')[0]}:***{rest[len(userinfo):]}"
-        return head.group() + _mask_params(rest)
-    return _mask_params(dsn)
+        return head.group() + _mask_params(_mask_query(rest))
+    return _mask_params(_KEYWORD_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}***", dsn))
 
 
 def _secrets_of(dsn: str) -> set[str]:
@@ -234,7 +264,9 @@ def _secrets_of(dsn: str) -> set[str]:
         userinfo = _userinfo(text)
         if userinfo is not None and ":" in userinfo:
             found.add(userinfo.partition(":")[2])
+        found.update(v for k, v in _query_fields(text) if _is_password_key(k))
     else:
+        found.update(m.group(3).strip("'") for m in _KEYWORD_SECRET.finditer(text))
         with suppress(BadInput):
             params = parse_keyword_dsn(text)
             found.update(v for k, v in params.items() if k in ("password", "sslpassword"))

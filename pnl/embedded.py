@@ -88,7 +88,9 @@ def server_bindir(source: str = "auto") -> tuple[Path, str]:
         try:
             return find_bindir(), "system"
         except PnlError:
-            if source == "system":
+            # An explicit PNL_PG_BINDIR that is wrong is a mistake to report, not
+            # a reason to run another PostgreSQL version in its place.
+            if source == "system" or os.environ.get("PNL_PG_BINDIR", "").strip():
                 raise
     return wheel_bindir(), "wheel"
 
@@ -135,8 +137,14 @@ class Embedded:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True, mode=0o755 if service_user() else 0o700)
             self.state_file.touch(mode=0o600)
             self.state_file.write_text(json.dumps(state))
-            self._server(state).init()
-            self._record_port(state["port"])
+            try:
+                self._server(state).init()
+                self._record_port(state["port"])
+            except BaseException:
+                # No state without a cluster: the next start chooses and initializes
+                # afresh instead of starting a server on an empty directory.
+                self.state_file.unlink(missing_ok=True)
+                raise
         server = self._server(state)
         if server.running():
             return server.dsn_for(DATABASE), False

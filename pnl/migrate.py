@@ -82,8 +82,10 @@ def resolve_id(target: str) -> str:
 
 
 def _cannot_connect(dsn: str, exc: Exception) -> DatabaseUnavailable:
-    text = str(exc).strip()
-    reason = text.splitlines()[-1] if text else type(exc).__name__
+    # libpq's message is several lines: the cause ("... failed: Connection refused")
+    # first, then hints ("\tIs the server running ...?"). Keep them all, on one line.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = " ".join(lines).removeprefix("connection failed: ") if lines else type(exc).__name__
     return DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {scrub(reason, dsn)}")
 
 

@@ -82,6 +82,15 @@ def test_unreachable_database() -> None:
     assert "hunter2" not in res.err + res.out
 
 
+def test_unreachable_database_names_the_cause_for_migrate_and_rollback() -> None:
+    """Through psycopg (yoyo) too: the cause, not only libpq's hint line (with its tab)."""
+    dsn = f"postgresql://pnl:hunter2@127.0.0.1:{free_port()}/pnl"
+    for args in (("migrate",), ("rollback", "--to", "0001", "--yes")):
+        res = run_cli(*args, dsn=dsn)
+        assert_one_line_error(res, 1, "cannot connect", "Connection refused")
+        assert "\t" not in res.err and "hunter2" not in res.err + res.out
+
+
 def test_wrong_password_is_one_line_and_never_printed(db: Db) -> None:
     bad = db.dsn.replace(":pnl-test-secret@", ":not-the-password@")
     for args in (("batch", "run", "--date", "2026-01-05"), ("status",), ("migrate",)):

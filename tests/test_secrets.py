@@ -137,6 +137,28 @@ def test_status_shows_the_database_without_its_password(db: Db, pg_server: Serve
         assert_no_secret(res.out, form)
 
 
+def test_status_masks_a_password_with_comma_or_parenthesis(db: Db, pg_server: ServerInfo) -> None:
+    """`pnl status` showed `password=***,9Pw9Lm)Se4Rt` for a ?password= or an
+    unquoted keyword value: the mask stopped at the first ',' or ')'."""
+    password = "Zq7Kx,9Pw9Lm)Se4Rt"
+    name = f"comma_{db.conn.info.dbname}"[-40:]
+    db.execute(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(sql.Identifier(name),
+                                                                          sql.Literal(password)))
+    try:
+        base = f"{pg_server.host}:{pg_server.port}/{db.conn.info.dbname}"
+        host, port, dbname = pg_server.host, pg_server.port, db.conn.info.dbname
+        for dsn in (f"postgresql://{base}?user={name}&password={password}",
+                    f"host={host} port={port} dbname={dbname} user={name} password={password}"):
+            for args in (("status", "--no-verify"), ("status", "--no-verify", "--json")):
+                res = run_cli(*args, dsn=dsn)
+                assert res.code == 0, (dsn, res.err)
+                assert "***" in res.out
+                for piece in ("Zq7Kx", "9Pw9Lm", "Se4Rt"):
+                    assert piece not in res.out + res.err, (args, res.out[:300])
+    finally:
+        db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
 def test_pgpassfile_keeps_the_password_out_of_the_dsn(db: Db, pg_server: ServerInfo, tmp_path: Path) -> None:
     """asyncpg (every command) and libpq (pnl migrate) both read PGPASSFILE."""
     dsn = f"postgresql://{pg_server.user}@{pg_server.host}:{pg_server.port}/{db.conn.info.dbname}"
@@ -186,6 +208,12 @@ def test_keyword_dsn_is_accepted_and_bad_ones_are_refused_without_echo() -> None
     ("postgresql://u:Zq7Kx?9Pw9Lm@h/db", "Zq7Kx?9Pw9Lm"),
     ("postgresql://u:Zq7Kx@9Pw9Lm@h/db", "Zq7Kx@9Pw9Lm"),
     ("postgresql://u:Zq7Kx/9Pw9Lm@h/db", "Zq7Kx/9Pw9Lm"),
+    # ',' and ')' are part of a password in a query or an unquoted keyword value
+    ("postgresql://h/db?user=u&password=Zq7Kx,9Pw9Lm", "Zq7Kx,9Pw9Lm"),
+    ("postgresql://h/db?password=Zq7Kx)9Pw9Lm&sslmode=require", "Zq7Kx)9Pw9Lm"),
+    ("postgresql://h/db?pass%77ord=Zq7Kx9Pw9Lm", "Zq7Kx9Pw9Lm"),
+    ("host=h user=u password=Zq7Kx,9Pw9Lm dbname=db", "Zq7Kx,9Pw9Lm"),
+    ("host=h password=Zq7Kx)9Pw9Lm", "Zq7Kx)9Pw9Lm"),
 ])
 def test_redact_and_scrub_every_form(dsn: str, secret: str) -> None:
     shown = redact(dsn)
