@@ -433,8 +433,8 @@ class Bench:
         depths = []
         bytes_per_row = None
         deepest = n * (max(a.history) + 1 + CATCH_UP)
-        self.log(f"history axis: up to {deepest:,} snapshot rows, about {deepest * 330 / 1e9:.0f} GB with WAL"
-                 f" to match (measured ~330 B/row at 100k x 250)")
+        self.log(f"history axis: up to {deepest:,} snapshot rows, about {deepest * 250 / 1e9:.0f} GB plus as much WAL"
+                 f" (measured ~250 B/row at 100k x 250)")
         for depth in a.history:
             hist = weekdays(DAY, depth, -1)
             asyncio.run(reset(dsn))
