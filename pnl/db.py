@@ -7,15 +7,18 @@ database by `redact(dsn)`.
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import socket
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from pnl.errors import BadInput, DatabaseUnavailable
+from pnl.errors import BadInput, DatabaseUnavailable, PnlError, PrivilegeMissing
+from pnl.queries import sql
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -27,32 +30,314 @@ class DbSettings:
     application_name: str = "pnl"
 
 
+# ---------------------------------------------------------------- DSNs and secrets
+# One place decides what a DSN is, how it is shown (redact) and how any text
+# that might echo it is cleaned (scrub). Every output path of pnl goes through
+# these two: status, errors, --json, batch_runs failure reasons, logs.
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_KEYWORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# password=..., sslpassword=..., PGPASSWORD=..., 'password': '...': in a URL query
+# (value up to the next &key=), a keyword/value string (quoted or up to a blank),
+# or a driver's repr of its parameters.
+_SECRET_PARAM = re.compile(
+    r"""(?i)(?<![A-Za-z0-9_])((?:ssl|pg)?password['"]?)(\s*[=:]\s*)"""
+    r"""('(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|(?:[^\s&,)]|&(?![A-Za-z_][A-Za-z0-9_]*=))*)"""
+)
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+MIN_SECRET_LEN = 4  # shorter fragments are not searched for in free text (they would garble it)
+
+# The keyword/value keys pnl accepts (what asyncpg understands, plus application_name).
+KEYWORDS = frozenset({
+    "host", "port", "user", "password", "dbname", "passfile", "service", "servicefile", "application_name",
+    "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword", "sslnegotiation",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs", "krbsrvname", "gsslib",
+})
+_DSN_HELP = ("percent-encode @ / ? # % in the user name and password (%40 %2F %3F %23 %25), or keep the "
+             "password out of the DSN: a PGPASSFILE (~/.pgpass) line or PGPASSWORD")
+
+
+def is_url(dsn: str) -> bool:
+    return bool(_SCHEME.match(dsn.strip()))
+
+
 def check_dsn(dsn: str | None) -> str:
-    """Validate a DSN given by --dsn or DATABASE_URL; raise BadInput if unusable."""
-    if not dsn:
+    """Validate a DSN given by --dsn or DATABASE_URL and return it as a
+    postgresql:// URL (a keyword/value string `host=... dbname=...` is converted).
+    Raises BadInput, whose message never contains any part of the DSN."""
+    if not dsn or not dsn.strip():
         raise BadInput(
             "no database: pass --dsn postgresql://USER@HOST:PORT/DB, set DATABASE_URL, "
             "or choose the local embedded PostgreSQL with --embedded (PNL_EMBEDDED=1)"
         )
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise BadInput(
-            f"--dsn must be a postgresql:// URL, got {redact(dsn)!r}"
-        )
-    return dsn
+    dsn = dsn.strip()
+    if is_url(dsn):
+        scheme = dsn.split("://", 1)[0]
+        if scheme.lower() not in ("postgresql", "postgres"):
+            raise BadInput(f"the DSN (--dsn / DATABASE_URL) must be a postgresql:// URL or a keyword/value "
+                           f"string (host=... dbname=...), not a {scheme[:20]}:// URL")
+        problem = _url_problem(dsn)
+        if problem:
+            raise BadInput(f"the DSN (--dsn / DATABASE_URL) is not a usable postgresql:// URL: {problem}; "
+                           f"{_DSN_HELP}")
+        return dsn
+    if "=" in dsn:
+        return keyword_dsn_to_url(parse_keyword_dsn(dsn))
+    raise BadInput("the DSN (--dsn / DATABASE_URL) is neither a postgresql:// URL nor a keyword/value string "
+                   "(host=... dbname=...)")
+
+
+def _url_problem(dsn: str) -> str | None:
+    """Why a URL cannot mean what its writer meant (None: fine). libpq and asyncpg
+    cut the user info at the first @, /, ? or #, so an unencoded one of those in
+    a password silently turns the rest into a port, a database or a query."""
+    try:
+        urlsplit(dsn)
+    except ValueError:
+        return "it cannot be parsed as a URL"
+    rest = dsn.split("://", 1)[1]
+    if "#" in rest:
+        return "it contains a '#'"
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    if authority.count("@") > 1:
+        return "it has more than one '@' before the host"
+    for hostport in authority.rsplit("@", 1)[-1].split(","):
+        if hostport.startswith("["):
+            if "]" not in hostport:
+                return "an IPv6 host has no closing ']'"
+            port = hostport.split("]", 1)[1].removeprefix(":")
+        else:
+            port = hostport.partition(":")[2]
+        if port and not (port.isascii() and port.isdigit()):
+            return "a port is not a number"
+    path, _, query = rest[len(authority):].partition("?")
+    if path.count("/") > 1 or "@" in path:
+        return "the database name contains '/' or '@'"
+    if query and any("=" not in field for field in query.split("&")):
+        return "a query parameter has no '='"
+    if "@" in query and "@" not in authority:
+        return "an '@' after the host"
+    return None
+
+
+def _userinfo(url: str) -> str | None:
+    """The user info of a URL (without the scheme), or None. A well-formed URL
+    is split as the drivers split it; a malformed one at its LAST @, so that a
+    password with an unencoded @ / ? # is treated as a password whole."""
+    rest = url.strip().split("://", 1)[1]
+    if _url_problem(url) is None:
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        return authority.rpartition("@")[0] if "@" in authority else None
+    at = rest.rfind("@")
+    return rest[:at] if at >= 0 else None
+
+
+def parse_keyword_dsn(dsn: str) -> dict[str, str]:
+    """A libpq keyword/value string (`host=db port=5432 password='a b\\'c'`) as a
+    dict. Errors never quote the string (it may hold a password)."""
+    def fail(why: str) -> BadInput:
+        return BadInput(f"the DSN (--dsn / DATABASE_URL) is not a valid keyword/value string: {why}")
+
+    out: dict[str, str] = {}
+    i, n = 0, len(dsn)
+    while True:
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        m = _KEYWORD.match(dsn, i)
+        if not m:
+            raise fail(f"a keyword must start with a letter (at character {i + 1})")
+        key, i = m.group(), m.end()
+        known = key if key in KEYWORDS else "a keyword"
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n or dsn[i] != "=":
+            raise fail(f"missing '=' after {known}")
+        i += 1
+        while i < n and dsn[i].isspace():
+            i += 1
+        value: list[str] = []
+        quoted = i < n and dsn[i] == "'"
+        i += quoted
+        while True:
+            if i >= n:
+                if quoted:
+                    raise fail(f"the quoted value of {known} has no closing quote")
+                break
+            c = dsn[i]
+            if c == "\\" and i + 1 < n:
+                value.append(dsn[i + 1])
+                i += 2
+                continue
+            if (quoted and c == "'") or (not quoted and c.isspace()):
+                i += 1
+                break
+            value.append(c)
+            i += 1
+        if key not in KEYWORDS:
+            raise fail(f"unknown keyword (accepted: {', '.join(sorted(KEYWORDS))})")
+        out[key] = "".join(value)
+    if not out:
+        raise fail("it is empty")
+    return out
+
+
+def keyword_dsn_to_url(params: dict[str, str]) -> str:
+    """The same connection as a postgresql:// URL (asyncpg takes only URLs)."""
+    rest = dict(params)
+    user, password = rest.pop("user", None), rest.pop("password", None)
+    userinfo = ""
+    if user is not None:
+        userinfo = quote(user, safe="") + (f":{quote(password, safe='')}" if password is not None else "") + "@"
+    elif password is not None:
+        rest["password"] = password
+    host, port = rest.get("host", ""), rest.get("port", "")
+    netloc = ""
+    if host and not any(c in host for c in "/,") and "," not in port:
+        rest.pop("host")
+        netloc = f"[{host}]" if ":" in host else quote(host, safe=".-_~")
+        if port:
+            rest.pop("port")
+            netloc += f":{quote(port, safe='')}"
+    path = "/" + quote(rest.pop("dbname"), safe="") if "dbname" in rest else ""
+    query = urlencode(rest, quote_via=quote, safe="/") if rest else ""
+    return f"postgresql://{userinfo}{netloc}{path}" + (f"?{query}" if query else "")
+
+
+def _mask_params(text: str) -> str:
+    return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
 
 
 def redact(dsn: str) -> str:
-    """The DSN with any password replaced by ***: safe to print or log."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError:
-        return "<unparseable dsn>"
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    """The DSN with every password replaced by ***: safe to print or log.
+
+    Any form: URL user info (cut at the LAST @ before the host, so an unencoded
+    @ / ? # in the password is masked whole), ?password= and sslpassword=
+    parameters, keyword/value strings with quoted values."""
+    if is_url(dsn):
+        head = _SCHEME.match(dsn.strip())
+        assert head is not None
+        rest = dsn.strip()[head.end():]
+        userinfo = _userinfo(dsn)
+        if userinfo is not None and ":" in userinfo:
+            rest = f"{userinfo.partition(':')[0]}:***{rest[len(userinfo):]}"
+        return head.group() + _mask_params(rest)
+    return _mask_params(dsn)
+
+
+def _secrets_of(dsn: str) -> set[str]:
+    """Every string that is (or is a piece of) a password in this DSN."""
+    found: set[str] = set()
+    text = dsn.strip()
+    if is_url(text):
+        userinfo = _userinfo(text)
+        if userinfo is not None and ":" in userinfo:
+            found.add(userinfo.partition(":")[2])
+    else:
+        with suppress(BadInput):
+            params = parse_keyword_dsn(text)
+            found.update(v for k, v in params.items() if k in ("password", "sslpassword"))
+    for m in _SECRET_PARAM.finditer(text):
+        found.add(m.group(3).strip("'\""))
+    for s in list(found):
+        found.add(unquote(s))
+        found.add(quote(s, safe=""))
+        # where a parser may cut it: the pieces between URL delimiters
+        found.update(re.split(r"[@/?#&:%\s'\"\\]", s))
+    return {s for s in found if len(s) >= MIN_SECRET_LEN}
+
+
+def scrub(text: str, *dsns: str | None, secrets: tuple[str | None, ...] = ()) -> str:
+    """`text` with the DSNs (whole: shown redacted), their passwords and any
+    other secret removed; also masks anything in it that looks like a URL with
+    a password or a password=... parameter. For every message pnl shows."""
+    for dsn in (d for d in dsns if d and d.strip()):
+        text = text.replace(dsn.strip(), redact(dsn))
+    everything = {s for d in dsns if d for s in _secrets_of(d)}
+    everything |= {s for s in secrets if s and len(s) >= MIN_SECRET_LEN}
+    for secret in sorted(everything, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _URL_IN_TEXT.sub(lambda m: redact(m.group()), text)
+    return _mask_params(text)
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """A log formatter that scrubs every record (drivers and yoyo log too)."""
+
+    def __init__(self, dsns: tuple[str | None, ...], secrets: tuple[str | None, ...], fmt: str) -> None:
+        super().__init__(fmt)
+        self.dsns, self.secrets = dsns, secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record), *self.dsns, secrets=self.secrets)
+
+
+# ---------------------------------------------------------------- roles and privileges
+# sql/roles/create_roles.sql creates these (its psql variables can rename them).
+PRIVILEGE_SQLSTATE = "42501"
+ROLES = {"owner": "pnl_owner", "batch": "pnl_batch", "readonly": "pnl_readonly"}
+COMMAND_ROLES = {
+    "migrate": "owner", "rollback": "owner", "seed": "owner", "dedupe": "owner", "repair": "owner",
+    "demo": "owner", "batch run": "batch", "batch backfill": "batch", "batch undo": "batch", "cleanup": "batch",
+    "status": "readonly", "verify": "readonly",
+}
+
+
+def role_for(command: str, dry_run: bool = False) -> str:
+    """Which of the three roles a command needs (every --dry-run: readonly)."""
+    return "readonly" if dry_run else COMMAND_ROLES.get(command, "owner")
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of an asyncpg or psycopg error (None for anything else)."""
+    state = getattr(exc, "sqlstate", None)
+    return state if isinstance(state, str) else None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def translate_db_error(exc: BaseException, command: str | None = None, dry_run: bool = False,
+                       dsn: str | None = None) -> PnlError:
+    """The one-line domain error for a driver error (asyncpg or psycopg), keyed
+    on SQLSTATE; never a credential in it. 42501 names the missing privilege
+    and the role to connect as."""
+    message = scrub(first_line(exc), dsn)
+    if sqlstate_of(exc) == PRIVILEGE_SQLSTATE:
+        role = role_for(command or "", dry_run)
+        what = f"`pnl {command}{' --dry-run' if dry_run else ''}`" if command else "this command"
+        return PrivilegeMissing(
+            f"missing privilege: {message}; {what} needs the {role} role's privileges: connect as "
+            f"{ROLES[role]} (or a member of it; sql/roles/create_roles.sql creates it)")
+    return PnlError(f"database error: {message}")
+
+
+# ---------------------------------------------------------------- dry runs without write privileges
+DRY_RUN_TABLES = ("portfolio_snapshots", "portfolios", "batch_runs", "rescue_runs", "snapshot_dedupe_audit",
+                  "snapshot_repair_audit")
+
+
+async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object) -> None:
+    """Inside the caller's transaction, which it must roll back: each table a
+    rescue writes is shadowed by a session-private temporary copy holding only
+    the rows the sql/ statement `fill` copies (identity continuing after the
+    real ids). The dry run then executes the very statements of the real run
+    on the copies, so it shows exactly what would happen and needs only SELECT
+    and TEMPORARY (the read-only role). The copies vanish with the transaction."""
+    next_ids = await conn.fetchrow(sql("dryrun/next_ids"))
+    present = []
+    for table in DRY_RUN_TABLES:
+        ddl = await conn.fetchval(sql("dryrun/create_copy"), table)
+        if ddl:
+            await conn.execute(ddl)
+            await conn.fetchval(sql("dryrun/restart_copy_ids"), table, next_ids[table])
+            present.append(table)
+    await conn.execute(sql(fill), *args)
+    for table in present:
+        await conn.execute(await conn.fetchval(sql("dryrun/shadow_with_copy"), table))
 
 
 def yoyo_uri(dsn: str) -> str:
@@ -102,7 +387,7 @@ async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         raise DatabaseUnavailable(
-            f"cannot connect to {redact(settings.dsn)}: {describe_connect_error(exc)}"
+            f"cannot connect to {redact(settings.dsn)}: {scrub(describe_connect_error(exc), settings.dsn)}"
         ) from None
     try:
         yield pool

@@ -18,6 +18,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from pnl.db import use_dry_run_copies
 from pnl.errors import BadInput, PnlError, SchemaNotReady
 from pnl.migrate import states
 from pnl.queries import sql
@@ -72,13 +73,6 @@ async def require_audit_table(conn: asyncpg.Connection) -> None:
         )
 
 
-async def summary(pool: asyncpg.Pool) -> tuple[int, int, int]:
-    """(duplicate groups, extra rows, portfolios) now, after checking the audit table exists."""
-    async with pool.acquire() as conn:
-        await require_audit_table(conn)
-        return await summarize(conn)
-
-
 async def summarize(conn: asyncpg.Connection) -> tuple[int, int, int]:
     row = await conn.fetchrow(sql("dedupe/summarize_duplicates"))
     return row["groups"], row["extra_rows"], row["portfolios"]
@@ -92,45 +86,56 @@ def _absorb(result: DedupeResult, records: list[asyncpg.Record]) -> None:
     result.portfolios.update(r.portfolio_id for r in rows)
 
 
-async def dedupe(
-    pool: asyncpg.Pool,
-    batch_size: int,
-    dry_run: bool,
-    on_batch: Callable[[int, int], None] | None = None,
-) -> DedupeResult:
-    """Delete duplicate snapshots, `batch_size` groups per transaction.
+async def plan_dedupe(pool: asyncpg.Pool) -> DedupeResult:
+    """The dry run: exactly what a dedupe would archive and delete now.
 
-    With dry_run the very same statements run in one transaction that is then
-    rolled back: the plan shown is exactly what a real run would do, and
-    nothing (not even the rescue run's row) remains.
+    The very statements of a real run execute in one transaction that is then
+    rolled back, on temporary copies of the tables (pnl.db.use_dry_run_copies):
+    the plan shown is exactly what a real run would do, nothing remains, and
+    the read-only role can run it.
     """
     async with pool.acquire() as conn:
         await require_audit_table(conn)
         total_groups, _, _ = await summarize(conn)
-        if dry_run:
-            tx = conn.transaction()
-            await tx.start()
-            try:
-                run_id = await conn.fetchval(sql("rescue/start_rescue_run"), "dedupe", socket.gethostname(),
-                                             os.getpid())
-                result = DedupeResult(run_id=None, dry_run=True)
-                _absorb(result, await conn.fetch(sql("dedupe/delete_duplicate_snapshots"), run_id, 2**31 - 1))
-                result.remaining_groups = total_groups
-            finally:
-                await tx.rollback()
-            return result
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await use_dry_run_copies(conn, "dryrun/copy_duplicate_snapshots")
+            run_id = await conn.fetchval(sql("rescue/start_rescue_run"), "dedupe", socket.gethostname(), os.getpid())
+            result = DedupeResult(run_id=None, dry_run=True)
+            _absorb(result, await conn.fetch(sql("dedupe/delete_duplicate_snapshots"), run_id, 2**31 - 1, None))
+            result.remaining_groups = total_groups
+        finally:
+            await tx.rollback()
+        return result
 
+
+async def apply_dedupe(
+    pool: asyncpg.Pool,
+    plan: DedupeResult,
+    batch_size: int,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> DedupeResult:
+    """Archive and delete exactly the rows `plan` (plan_dedupe) listed,
+    `batch_size` groups per transaction. A row the rule would now keep, or that
+    arrived since the plan, is not deleted; duplicates left over are counted in
+    remaining_groups (run dedupe again to see and confirm them)."""
+    groups: dict[tuple[int, date], list[int]] = {}
+    for r in plan.rows:
+        groups.setdefault((r.portfolio_id, r.snapshot_date), []).append(r.deleted_snapshot_id)
+    keys = sorted(groups)
+    async with pool.acquire() as conn:
+        await require_audit_table(conn)
         run_id = await conn.fetchval(sql("rescue/start_rescue_run"), "dedupe", socket.gethostname(), os.getpid())
         result = DedupeResult(run_id=run_id, dry_run=False)
         try:
-            while True:
+            for start in range(0, len(keys), batch_size):
+                ids = [i for key in keys[start:start + batch_size] for i in groups[key]]
                 async with conn.transaction():
-                    records = await conn.fetch(sql("dedupe/delete_duplicate_snapshots"), run_id, batch_size)
-                if not records:
-                    break
+                    records = await conn.fetch(sql("dedupe/delete_duplicate_snapshots"), run_id, batch_size, ids)
                 _absorb(result, records)
                 if on_batch:
-                    on_batch(result.groups, total_groups)
+                    on_batch(min(start + batch_size, len(keys)), len(keys))
             result.remaining_groups, _, _ = await summarize(conn)
         except BaseException:
             await conn.execute(sql("rescue/finish_rescue_run"), run_id, "failed",

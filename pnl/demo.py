@@ -13,20 +13,25 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
 
-from pnl import PROJECT_ROOT, migrate
+import pnl
+from pnl import migrate
+from pnl.embedded import Embedded
 from pnl.errors import PnlError
 from pnl.queries import sql
 from pnl.seed import SeedSpec, seed
 from pnl.verify import run_checks
 
-DEMO_DATABASE = "pnl_demo"
+DEMO_DATABASE = "pnl_demo"     # also spelled in sql/demo/*_demo_database.sql
+GATE_S = 20.0                  # the starting gate opens after this at the latest (pnl's lock_timeout is 30 s)
 T = TypeVar("T")
 Say = Callable[[str], None]
 
@@ -38,6 +43,7 @@ class DemoResult:
     history_days: int = 0
     day: str = ""
     racers: list[dict] = field(default_factory=list)
+    overlap: dict[str, int] = field(default_factory=dict)      # run id -> claims held at one moment
     rerun: dict = field(default_factory=dict)
     proof: dict = field(default_factory=dict)
     healthy: bool = False
@@ -49,18 +55,24 @@ class DemoResult:
             and p["equity_mismatches"] == 0 and sum(r["processed"] for r in self.racers) == p["portfolios"] \
             and self.rerun.get("processed") == 0
 
+    @property
+    def overlapped(self) -> bool:
+        """Both racing runs held claims at the same moment (seen in the database)."""
+        return len(self.overlap) == 2 and set(self.overlap) == {str(r["run_id"]) for r in self.racers}
+
     def to_json(self) -> dict:
-        return {**self.__dict__, "exactly_once": self.exactly_once}
+        return {**self.__dict__, "exactly_once": self.exactly_once, "overlapped": self.overlapped}
 
 
-def _pnl(dsn: str, *args: str, pause: float = 0.0) -> subprocess.Popen:
-    env = {**os.environ, "DATABASE_URL": dsn}
+def _pnl(dsn: str, *args: str) -> subprocess.Popen:
+    """`python -m pnl ARGS --json` as a real process, on the very pnl that runs
+    this demo (installed or not, from any working directory)."""
+    here = str(Path(pnl.__file__).resolve().parent.parent)       # holds pnl/ and cli.py
+    env = {**os.environ, "DATABASE_URL": dsn,
+           "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
     env.pop("PNL_EMBEDDED", None)
-    if pause:
-        # A demo-sized book is done in milliseconds; pausing after each claim
-        # makes the two runs overlap the way they do on a real, large book.
-        env["PNL_TEST_PAUSE_AFTER_CLAIM"] = str(pause)
-    return subprocess.Popen([sys.executable, str(PROJECT_ROOT / "cli.py"), *args, "--json"], env=env,
+    # -P: the working directory is not put on sys.path (it might hold another cli.py).
+    return subprocess.Popen([sys.executable, "-P", "-m", "pnl", *args, "--json"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
@@ -74,8 +86,8 @@ def _result(proc: subprocess.Popen, what: str) -> dict:
 async def _recreate(admin_dsn: str) -> None:
     conn = await asyncpg.connect(admin_dsn)
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
+        await conn.execute(sql("demo/drop_demo_database"))
+        await conn.execute(sql("demo/create_demo_database"))
     finally:
         await conn.close()
 
@@ -93,12 +105,41 @@ def _on_pool(dsn: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+async def _race(dsn: str, day: date) -> tuple[dict[int, int], list[subprocess.Popen]]:
+    """Start two `pnl batch run --date DAY` processes behind a starting gate
+    (sql/demo/hold_equity_writes.sql): both claim, neither can finalize, until
+    the database shows both holding claims at once (or GATE_S passed). Returns
+    {run id: claims held} as seen at that moment, and the processes."""
+    gate = await asyncpg.connect(dsn)
+    racers: list[subprocess.Popen] = []
+    owners: dict[int, int] = {}
+    try:
+        async with gate.transaction():
+            await gate.execute(sql("demo/hold_equity_writes"))
+            racers = [_pnl(dsn, "batch", "run", "--date", day.isoformat(), "--chunk-size", "10") for _ in range(2)]
+            deadline = time.monotonic() + GATE_S
+            while time.monotonic() < deadline and all(p.poll() is None for p in racers):
+                owners = {r["batch_run_id"]: r["claims"] for r in await gate.fetch(sql("demo/claim_owners"), day)}
+                if len(owners) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            # Leaving the block commits nothing (the gate wrote nothing) and releases the lock.
+    finally:
+        await gate.close()
+    return owners, racers
+
+
 async def _prove(pool: asyncpg.Pool, day: date) -> dict:
     async with pool.acquire() as conn:
         return dict(await conn.fetchrow(sql("demo/prove_exactly_once"), day))
 
 
-def run_demo(admin_dsn: str, spec: SeedSpec, say: Say) -> DemoResult:
+def run_demo(embedded: Embedded, spec: SeedSpec, say: Say) -> DemoResult:
+    """The whole story on the embedded server (started if needed), told through `say`."""
+    _, started = embedded.start()
+    if started:
+        say("0. started the embedded PostgreSQL")
+    admin_dsn = embedded.admin_dsn()
     dsn = admin_dsn.rsplit("/", 1)[0] + "/" + DEMO_DATABASE
     result = DemoResult(database=DEMO_DATABASE)
     asyncio.run(_recreate(admin_dsn))
@@ -124,9 +165,12 @@ def run_demo(admin_dsn: str, spec: SeedSpec, say: Say) -> DemoResult:
     result.day = last.isoformat()
     say(f"4. the incident we exist for: two `pnl batch run --date {last}` processes at the same moment "
         "(a cron retry overlapping a manual run)")
-    racers = [_pnl(dsn, "batch", "run", "--date", last.isoformat(), "--chunk-size", "10", pause=0.05)
-              for _ in range(2)]
+    owners, racers = asyncio.run(_race(dsn, last))
     result.racers = [_result(p, "a racing batch run") for p in racers]
+    result.overlap = {str(run): claims for run, claims in owners.items()}
+    if result.overlapped:
+        held = " and ".join(f"run #{run} {claims}" for run, claims in owners.items())
+        say(f"     seen in the database at one moment, both runs holding unfinished claims: {held}")
     for name, r in zip("AB", result.racers, strict=True):
         say(f"     process {name}: processed {r['processed']}, skipped {r['skipped']} "
             "(a slot the other had already claimed is left alone)")

@@ -25,12 +25,17 @@ from pathlib import Path
 
 from pnl.errors import PnlError
 from pnl.localpg import LocalServer, find_bindir, free_port, service_user
+from pnl.queries import sql
 
-DATABASE = "pnl"
+DATABASE = "pnl"    # also spelled in sql/embedded/*.sql
 
 
 def _port_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on 127.0.0.1:port now. SO_REUSEADDR as
+    PostgreSQL itself sets it: the TIME_WAIT connections a server that just
+    stopped leaves behind do not make its port look taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -131,13 +136,14 @@ class Embedded:
             self.state_file.touch(mode=0o600)
             self.state_file.write_text(json.dumps(state))
             self._server(state).init()
+            self._record_port(state["port"])
         server = self._server(state)
         if server.running():
             return server.dsn_for(DATABASE), False
-        if not _port_free(state["port"]):      # taken by someone else since last time
-            state["port"] = free_port()
-            self.state_file.write_text(json.dumps(state))
-            server = self._server(state)
+        if not _port_free(state["port"]):
+            # Never move: an exported DATABASE_URL names this port.
+            raise PnlError(f"the embedded database's port {state['port']} (recorded in {self.data_dir}) is in use "
+                           "by another program: stop that program, then start the embedded database again")
         server.start()
         self._ensure_database(server)
         return server.dsn_for(DATABASE), True
@@ -165,10 +171,17 @@ class Embedded:
                 "port": state.get("port"), "source": state.get("source"), "bindir": state.get("bindir"),
                 "database": DATABASE}
 
+    def _record_port(self, port: int) -> None:
+        """Write the port into the data directory's postgresql.conf, so the
+        server keeps it however it is started (pnl, or pg_ctl by hand)."""
+        conf = self.data_dir / "postgresql.conf"
+        with conf.open("a", encoding="utf-8") as f:
+            f.write(f"\n# pnl: the embedded database keeps this port (DATABASE_URL names it)\nport = {port}\n")
+
     @staticmethod
     def _ensure_database(server: LocalServer) -> None:
         import psycopg
 
         with psycopg.connect(server.dsn, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
-                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+            if not conn.execute(sql("embedded/database_exists")).fetchone()[0]:
+                conn.execute(sql("embedded/create_database"))

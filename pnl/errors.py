@@ -20,3 +20,7 @@ class MigrationRefused(PnlError):
 
 class BadInput(PnlError):
     """The request names something that does not exist (exit code 2)."""
+
+
+class PrivilegeMissing(PnlError):
+    """The database role lacks a privilege the command needs (SQLSTATE 42501)."""

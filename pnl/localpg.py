@@ -15,17 +15,26 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pnl.errors import PnlError
 
+TOOLS = ("initdb", "pg_ctl", "postgres")
+
 
 def find_bindir() -> Path:
     """Directory holding initdb/pg_ctl/postgres: $PNL_PG_BINDIR, else the
     newest /usr/lib/postgresql/*/bin, else whatever is on PATH."""
-    env = os.environ.get("PNL_PG_BINDIR")
-    candidates = [Path(env)] if env else []
+    env = os.environ.get("PNL_PG_BINDIR", "").strip()
+    if env:
+        chosen = Path(env)
+        if all((chosen / tool).is_file() for tool in TOOLS):
+            return chosen
+        raise PnlError(f"PNL_PG_BINDIR={env[:200]!r} does not hold the PostgreSQL server binaries "
+                       f"({', '.join(TOOLS)}): point it at a directory like /usr/lib/postgresql/15/bin, or unset it")
+    candidates: list[Path] = []
     versions = sorted(
         glob.glob("/usr/lib/postgresql/*/bin"),
         key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
@@ -36,7 +45,7 @@ def find_bindir() -> Path:
     if on_path:
         candidates.append(Path(on_path).parent)
     for c in candidates:
-        if (c / "pg_ctl").exists() and (c / "initdb").exists():
+        if all((c / tool).is_file() for tool in TOOLS):
             return c
     raise PnlError(
         "no PostgreSQL server binaries found (looked in $PNL_PG_BINDIR, /usr/lib/postgresql/*/bin, PATH); "
@@ -71,6 +80,10 @@ class LocalServer:
     password: str = "postgres"
     host: str = "127.0.0.1"
     bindir: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Absolute: every tool runs with cwd "/" (the server account may not reach ours).
+        self.data_dir = Path(os.path.abspath(self.data_dir))
 
     @property
     def dsn(self) -> str:
@@ -114,17 +127,57 @@ class LocalServer:
         finally:
             os.unlink(pwfile)
 
-    def start(self, extra_settings: dict[str, str] | None = None) -> None:
+    def start(self, extra_settings: dict[str, str] | None = None, timeout_s: float = 60.0) -> None:
+        """Start `postgres` itself, with an argument list: no shell ever sees the
+        data directory or a setting (pg_ctl start would put both in a shell
+        command line). Returns when the server accepts connections."""
         settings = {
             "port": str(self.port),
             "listen_addresses": self.host,
-            "unix_socket_directories": str(self.data_dir),
+            "unix_socket_directories": "",   # TCP on 127.0.0.1 only; no socket path to quote or overflow
             "max_connections": "200",
             **(extra_settings or {}),
         }
-        opts = " ".join(f"-c {k}={v}" for k, v in settings.items())
-        self._run(["pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"),
-                   "-o", opts, "-w", "-t", "60", "start"])
+        if any(c in f"{self.data_dir}{k}{v}" for k, v in settings.items() for c in "\0\r\n"):
+            raise PnlError("the data directory and server settings must not contain line breaks")
+        bindir = self.bindir or find_bindir()
+        cmd = [str(bindir / "postgres"), "-D", str(self.data_dir)]
+        for key, value in settings.items():
+            cmd += ["-c", f"{key}={value}"]
+        runas = service_user()
+        if runas:
+            cmd = ["runuser", "-u", runas, "--", *cmd]
+        spawned_at = int(time.time())
+        with open(self.data_dir / "server.log", "ab") as log:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
+                                    start_new_session=True, close_fds=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._ready_since(spawned_at):
+                return
+            if proc.poll() is not None:
+                raise PnlError(f"postgres did not start ({proc.returncode}): {self._log_tail()}")
+            time.sleep(0.05)
+        raise PnlError(f"postgres did not become ready within {timeout_s:.0f}s: {self._log_tail()}")
+
+    def _ready_since(self, spawned_at: int) -> bool:
+        """postmaster.pid says 'ready' and was written by a server started at or
+        after spawned_at (not a stale file of a server that crashed)."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return False
+        try:
+            return len(lines) >= 8 and int(lines[2]) >= spawned_at and lines[7].strip() == "ready"
+        except ValueError:
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            lines = (self.data_dir / "server.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no server.log"
+        return " | ".join(lines[-3:]) or "server.log is empty"
 
     def stop(self) -> None:
         self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])

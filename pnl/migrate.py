@@ -16,10 +16,17 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from pnl import MIGRATIONS_DIR
-from pnl.db import redact, yoyo_uri
-from pnl.errors import BadInput, DatabaseUnavailable, MigrationRefused, SchemaNotReady
+from pnl.db import PRIVILEGE_SQLSTATE, ROLES, redact, role_for, scrub, sqlstate_of, translate_db_error, yoyo_uri
+from pnl.errors import (
+    BadInput,
+    DatabaseUnavailable,
+    MigrationRefused,
+    PnlError,
+    PrivilegeMissing,
+    SchemaNotReady,
+)
 from pnl.queries import sql
+from pnl.resources import migrations_dir
 
 if TYPE_CHECKING:  # yoyo and psycopg load only when a migration is applied or rolled back:
     import psycopg  # every other command only compares file names with _yoyo_migration
@@ -40,16 +47,24 @@ class MigrationState:
 
 
 def all_migrations() -> MigrationList:
+    """yoyo's view of the migrations; an empty set is an error, never "schema current"."""
     from yoyo import read_migrations
 
-    return read_migrations(str(MIGRATIONS_DIR))
+    folder = migrations_dir()
+    migrations = read_migrations(str(folder))
+    if not len(migrations):
+        raise PnlError(f"no migrations could be read from {folder}: this pnl installation is incomplete")
+    return migrations
 
 
 def migration_ids() -> list[str]:
     """The migrations' ids in the order they apply, from the file names alone
     (ids sort in dependency order; a test checks this against yoyo's order)."""
-    return sorted(p.name.removesuffix(".sql") for p in MIGRATIONS_DIR.glob("*.sql")
-                  if not p.name.endswith(".rollback.sql"))
+    ids = sorted(p.name.removesuffix(".sql") for p in migrations_dir().glob("*.sql")
+                 if not p.name.endswith(".rollback.sql"))
+    if not ids:
+        raise PnlError(f"no migrations in {migrations_dir()}: this pnl installation is incomplete")
+    return ids
 
 
 def resolve_id(target: str) -> str:
@@ -66,15 +81,45 @@ def resolve_id(target: str) -> str:
     raise BadInput(f"{target!r} is ambiguous: {', '.join(matches)}")
 
 
+def _cannot_connect(dsn: str, exc: Exception) -> DatabaseUnavailable:
+    text = str(exc).strip()
+    reason = text.splitlines()[-1] if text else type(exc).__name__
+    return DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {scrub(reason, dsn)}")
+
+
 def _backend(dsn: str) -> DatabaseBackend:
-    import psycopg
+    """yoyo's backend. Creating it creates yoyo's own tables: only for a real apply/rollback."""
     from yoyo import get_backend
 
     try:
         return get_backend(yoyo_uri(dsn))
+    except Exception as exc:  # psycopg, yoyo's URI parser: one line, never the DSN
+        raise _cannot_connect(dsn, exc) from None
+
+
+def _has_history(dsn: str) -> bool:
+    """Whether yoyo has ever migrated this database (asked without creating anything)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            row = conn.execute(sql("schema/migration_history_exists")).fetchone()
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "connection failed"
-        raise DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {reason}") from None
+        raise _cannot_connect(dsn, exc) from None
+    return bool(row and row[0])
+
+
+def _require_privileges(backend: DatabaseBackend, command: str) -> None:
+    """One line naming what is missing, before yoyo's lock (which would retry
+    a permission error until its timeout)."""
+    with backend.connection.cursor() as cur:
+        cur.execute(sql("schema/missing_migration_privileges"))
+        missing = [row[0] for row in cur.fetchall()]
+    backend.connection.rollback()
+    if missing:
+        role = role_for(command)
+        raise PrivilegeMissing(f"missing privilege: {'; '.join(missing)}; `pnl {command}` needs the {role} role: "
+                               f"connect as {ROLES[role]} (sql/roles/create_roles.sql creates it)")
 
 
 def _refusal(migration_id: str, exc: psycopg.Error) -> MigrationRefused:
@@ -92,11 +137,14 @@ def _each(dsn: str, pick: Callable[[DatabaseBackend, MigrationList], list[Migrat
     """Under yoyo's lock, run backend.<step> (apply_one / rollback_one) on each
     migration `pick` selects, in its order; the first refusal stops it."""
     import psycopg
+    from yoyo.exceptions import LockTimeout
 
+    command = "migrate" if step == "apply_one" else "rollback"
     migrations = all_migrations()
     backend = _backend(dsn)
     done: list[str] = []
     try:
+        _require_privileges(backend, command)
         with backend.lock(timeout=LOCK_TIMEOUT_S):
             if prepare:
                 prepare(backend, migrations)
@@ -104,8 +152,15 @@ def _each(dsn: str, pick: Callable[[DatabaseBackend, MigrationList], list[Migrat
                 try:
                     getattr(backend, step)(migration)
                 except psycopg.Error as exc:
+                    if sqlstate_of(exc) == PRIVILEGE_SQLSTATE:
+                        raise translate_db_error(exc, command, dsn=dsn) from None
                     raise _refusal(migration.id, exc) from None
                 done.append(migration.id)
+    except LockTimeout as exc:
+        raise PnlError(f"another `pnl {command}` holds the migration lock ({exc}); try again when it is done, "
+                       "or remove a stale lock with `DELETE FROM yoyo_lock`") from None
+    except psycopg.Error as exc:
+        raise translate_db_error(exc, command, dsn=dsn) from None
     finally:
         backend.connection.close()
     return done
@@ -129,7 +184,7 @@ def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
     baseline = next(m for m in migrations if m.id == BASELINE_ID)
     if backend.is_applied(baseline):
         return
-    present = backend.execute("SELECT to_regclass('portfolio_snapshots') IS NOT NULL").fetchone()[0]
+    present = backend.execute(sql("schema/legacy_tables_exist")).fetchone()[0]
     if not present:
         raise BadInput(
             "--baseline adopts a database that already has the legacy tables, "
@@ -139,9 +194,12 @@ def _mark_baseline(backend: DatabaseBackend, migrations: MigrationList) -> None:
 
 
 def rollback(dsn: str, to: str | None) -> list[str]:
-    """Roll back the applied migrations that come after `to` (all if None), newest first."""
+    """Roll back the applied migrations that come after `to` (all if None), newest first.
+    On a database yoyo never migrated there is nothing to roll back, and nothing is created."""
     order = migration_ids()
     keep_through = order.index(resolve_id(to)) if to else -1
+    if not _has_history(dsn):
+        return []
     return _each(dsn, lambda backend, ms: [m for m in backend.to_rollback(ms) if order.index(m.id) > keep_through],
                  "rollback_one")
 

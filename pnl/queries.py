@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 
-from pnl import SQL_DIR
+from pnl.errors import PnlError
+from pnl.resources import sql_dir as default_sql_dir
 
 
 @cache
@@ -16,14 +17,15 @@ def _load_all(sql_dir: Path) -> dict[str, str]:
     }
 
 
-def sql(name: str, sql_dir: Path = SQL_DIR) -> str:
-    """Return the text of sql/<name>.sql; KeyError names what exists."""
-    queries = _load_all(sql_dir)
+def sql(name: str, sql_dir: Path | None = None) -> str:
+    """Return the text of sql/<name>.sql; a missing file is an incomplete installation."""
+    folder = sql_dir or default_sql_dir()
+    queries = _load_all(folder)
     try:
         return queries[name]
     except KeyError:
-        raise KeyError(f"no sql/{name}.sql (have: {', '.join(sorted(queries))})") from None
+        raise PnlError(f"this pnl installation has no {name}.sql in {folder}: reinstall pnl") from None
 
 
-def names(sql_dir: Path = SQL_DIR) -> list[str]:
-    return sorted(_load_all(sql_dir))
+def names(sql_dir: Path | None = None) -> list[str]:
+    return sorted(_load_all(sql_dir or default_sql_dir()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -20,8 +20,10 @@ from decimal import Decimal
 import asyncpg
 
 from pnl.batch import finalize_chunk
+from pnl.db import use_dry_run_copies
 from pnl.errors import BadInput, PnlError
 from pnl.queries import sql
+from pnl.verify import flagged_chain_portfolios
 
 
 class _DryRunDone(Exception):
@@ -77,9 +79,12 @@ async def _check_anchors(conn: asyncpg.Connection, targets: dict[int, date]) -> 
 
 
 async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool,
-                 on_progress: Callable[[int, int], None] | None = None) -> RepairResult:
+                 on_progress: Callable[[int, int], None] | None = None,
+                 expect: list[Change] | None = None) -> RepairResult:
     """Replay each portfolio in `targets` from its date; one transaction for all.
-    on_progress(dates done, dates in all) after each date is recomputed."""
+    on_progress(dates done, dates in all) after each date is recomputed. With
+    `expect` (a preview's changes) the repair commits only if it wrote exactly
+    those NAVs; otherwise it rolls back and raises PnlError."""
     if not targets:
         return RepairResult(dry_run=dry_run)
     result = RepairResult(dry_run=dry_run)
@@ -88,7 +93,12 @@ async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool,
         await _check_anchors(conn, targets)
         try:
             async with conn.transaction():
+                if dry_run:  # the same statements, on temporary copies: needs no write privilege
+                    await use_dry_run_copies(conn, "dryrun/copy_portfolios", pids)
                 await _replay(conn, targets, pids, result, on_progress)
+                if expect is not None and result.changes != expect:
+                    raise PnlError("the data changed since the repair was previewed, so it would now write other "
+                                   "NAVs than the ones shown; nothing was changed: run the repair again")
                 if dry_run:
                     raise _DryRunDone
         except _DryRunDone:
@@ -125,3 +135,35 @@ async def _replay(conn: asyncpg.Connection, targets: dict[int, date], pids: list
     summary = {"portfolios": len(pids), "snapshots": len(old), "changed": result.changed, "batch_run_id": token}
     await conn.execute(sql("rescue/finish_rescue_run"), rescue_id, "done", json.dumps(summary))
     result.rescue_run_id = rescue_id
+
+
+@dataclass(frozen=True)
+class RepairPlan:
+    """What a repair will do: which portfolios from which date, and the NAVs it
+    will write (a dry run). apply_repair writes exactly these or nothing."""
+
+    targets: dict[int, date]
+    preview: RepairResult
+
+
+async def plan_repair(pool: asyncpg.Pool, portfolios: Sequence[int] = (), from_date: date | None = None,
+                      all_broken: bool = False) -> RepairPlan:
+    """Pick the targets (the given portfolios from `from_date`, or every portfolio
+    the chain and equity checks flag, from its first broken date) and preview."""
+    if all_broken == bool(portfolios) or (portfolios and from_date is None):
+        raise BadInput("repair needs portfolios and a from date, or all_broken")
+    if all_broken:
+        async with pool.acquire() as conn:
+            targets = {p: d for p, (d, _) in (await flagged_chain_portfolios(conn)).items()}
+    else:
+        targets = {p: from_date for p in portfolios}  # type: ignore[misc]
+    preview = await repair(pool, targets, dry_run=True) if targets else RepairResult(dry_run=True)
+    return RepairPlan(targets, preview)
+
+
+async def apply_repair(pool: asyncpg.Pool, plan: RepairPlan,
+                       on_progress: Callable[[int, int], None] | None = None) -> RepairResult:
+    """Apply a plan: the same targets, committed only if the NAVs are the previewed ones."""
+    if not plan.targets:
+        return RepairResult(dry_run=False)
+    return await repair(pool, plan.targets, dry_run=False, on_progress=on_progress, expect=plan.preview.changes)

@@ -47,7 +47,11 @@ def pg_server() -> Iterator[ServerInfo]:
                          bindir=server_bindir(os.environ.get("PNL_PG_SOURCE", "auto"))[0])
     server.init()
     # Durability is irrelevant for a throwaway test server; speed is not.
-    server.start({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"})
+    # client_connection_check_interval: a statement whose client was killed (kill -9, a
+    # second SIGTERM) is ended within 100 ms instead of running on holding its locks,
+    # so the crash tests see the same database whether the kill landed mid-statement or not.
+    server.start({"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                  "client_connection_check_interval": "100ms"})
     try:
         yield ServerInfo(host=server.host, port=server.port, user=server.user, password=server.password)
     finally:
@@ -121,3 +125,24 @@ def run_cli(*args: str, dsn: str | None = None, env: dict[str, str] | None = Non
     proc = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, stdin=subprocess.DEVNULL)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def run_in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...],
+                   env: dict[str, str]) -> CliResult:
+    """cli.main() in this process (what `pnl ARGS` runs, minus the interpreter
+    start: the whole matrix takes seconds). An exception escaping main() is a
+    traceback a user would see: it fails the test."""
+    import cli as cli_module
+
+    with monkeypatch.context() as m:
+        m.delenv("DATABASE_URL", raising=False)
+        for key, value in env.items():
+            m.setenv(key, value)
+        m.setattr(sys, "argv", ["pnl", *args])
+        try:
+            cli_module.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    out, err = capsys.readouterr()
+    return CliResult(code, out, err)

@@ -130,3 +130,73 @@ def test_readme_cli_reference_is_current() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "cli_reference.py"), "--check"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("args", [(), ("batch",), ("db",)], ids=["pnl", "pnl batch", "pnl db"])
+def test_a_group_without_a_command_shows_help_and_exits_0(args: tuple[str, ...]) -> None:
+    res = run_cli(*args)
+    assert res.code == 0, res.err
+    assert "Usage: pnl" in res.out and "Commands:" in res.out and res.err == ""
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (("batch", "run", "--date", "2026-02-30"), 2, "is not a date"),
+    (("batch", "run", "--date", "2026-01-05", "--portfolio", "abc"), 2, "'abc' is not a whole number"),
+    (("status", "--runs", "1.5"), 2, "'1.5' is not a whole number"),
+    (("cleanup", "--older-than", "soon"), 2, "not a duration"),
+    (("nosuch",), 2, "No such command"),
+    (("status",), 1, "connection refused"),
+])
+def test_errors_with_json_are_one_json_object_on_stdout_and_one_line_on_stderr(
+        args: tuple[str, ...], code: int, needle: str) -> None:
+    dsn = f"postgresql://pnl:hunter2@127.0.0.1:{free_port()}/pnl"
+    res = run_cli(*args, "--json", dsn=dsn)
+    assert res.code == code, res.err
+    assert json.loads(res.out) == {"error": json.loads(res.out)["error"], "exit_code": code}
+    assert needle in json.loads(res.out)["error"]
+    assert_one_line_error(res, code, needle)
+    assert res.err.startswith("pnl: error: ")
+    plain = run_cli(*args, dsn=dsn)                      # without --json: nothing on stdout
+    assert plain.code == code and plain.out == "" and plain.err == res.err
+    for raw in ("invalid literal", "integer range", "Traceback", "hunter2"):
+        assert raw not in res.out + res.err
+
+
+def test_a_port_that_is_not_a_number_is_bad_input() -> None:
+    assert_one_line_error(run_cli("status", dsn="postgresql://pnl@127.0.0.1:abc/pnl"), 2, "a port is not a number")
+
+
+def test_an_operational_error_in_json_names_the_fix(empty_db: Db) -> None:
+    res = run_cli("batch", "run", "--date", "2026-01-05", "--json", dsn=empty_db.dsn)
+    assert res.code == 1
+    assert "pnl migrate" in json.loads(res.out)["error"] and json.loads(res.out)["exit_code"] == 1
+
+
+def test_cli_holds_no_command_flow_and_one_error_mapping() -> None:
+    """cli.py calls pnl/ functions and maps errors in one place (fail)."""
+    from tests.conftest import ROOT
+    text = (ROOT / "cli.py").read_text()
+    assert text.count("except BadInput") + text.count("except PnlError") == 0
+    assert "def fail(" in text and text.count("sys.exit(code)") == 1
+    assert "PNL_TEST" not in text and "sql(" not in text and "conn.fetch" not in text
+
+
+def test_no_test_hooks_in_the_shipped_code() -> None:
+    from pnl.resources import sql_dir
+    from tests.conftest import ROOT
+    shipped = [ROOT / "cli.py", *(ROOT / "pnl").glob("*.py")]
+    for path in shipped:
+        text = path.read_text()
+        assert "PNL_TEST" not in text and "pause_after_claim" not in text, path
+    assert not any("pnl_test" in p.read_text() for p in sql_dir().rglob("*.sql"))
+
+
+def test_no_sql_outside_sql_files() -> None:
+    """Every statement pnl/ runs comes from sql/ (sql("name")), never an inline string."""
+    import re
+
+    from tests.conftest import ROOT
+    inline = re.compile(r"""(execute|fetch|fetchrow|fetchval)\(\s*f?["']"""
+                        r"""(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|LOCK)""", re.IGNORECASE)
+    for path in (ROOT / "pnl").glob("*.py"):
+        assert not inline.search(path.read_text()), path

@@ -8,30 +8,49 @@ from datetime import date
 
 from tests.conftest import Db, run_cli
 from tests.data import random_book
-from tests.procs import start_batch
+from tests.procs import (
+    claim_owners,
+    expire_leases,
+    hold_finalize,
+    open_finalize,
+    slow_finalize,
+    start_batch,
+    unslow_finalize,
+    wait_for,
+)
 from tests.reference import replay
 
 DAYS = [date(2026, 4, 6), date(2026, 4, 7)]
 
 
-def start_runs(dsn: str, day: date, n: int, chunk_size: int, pause: float = 0.0) -> list[subprocess.Popen]:
-    return [start_batch(dsn, "--date", day.isoformat(), "--chunk-size", str(chunk_size), pause=pause)
-            for _ in range(n)]
+def start_runs(dsn: str, day: date, n: int, chunk_size: int) -> list[subprocess.Popen]:
+    return [start_batch(dsn, "--date", day.isoformat(), "--chunk-size", str(chunk_size)) for _ in range(n)]
 
 
 def test_eight_processes_same_date_apply_each_portfolio_exactly_once(db: Db) -> None:
     book = random_book(db.conn, n_portfolios=500, days=DAYS)
     for day in DAYS:
-        procs = start_runs(db.dsn, day, n=8, chunk_size=25, pause=0.02)
+        # Each process's first finalizes wait (in the database) until the test has
+        # seen all eight runs holding claims at the same moment: the overlap is
+        # proven from the database, not assumed from timing. 8 runs x 2 workers
+        # hold at most 16 of the 20 chunks, so every run gets a chunk to hold.
+        hold_finalize(db.dsn, times=16)
+        procs = start_runs(db.dsn, day, n=8, chunk_size=25)
+        try:
+            wait_for(lambda: len(claim_owners(db.dsn)) == 8, timeout=120, what="all eight runs holding claims")
+            owners = claim_owners(db.dsn)
+        finally:
+            open_finalize(db.dsn)
         outs = []
         for p in procs:
             out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
             outs.append(json.loads(out))
+        assert set(owners) == {o["run_id"] for o in outs}       # at one moment, every run owned claims
+        assert all(o["processed"] > 0 for o in outs)
         # Every process saw every portfolio; together they processed each once.
         assert all(o["processed"] + o["skipped"] == 500 for o in outs)
         assert sum(o["processed"] for o in outs) == 500
-        assert sum(1 for o in outs if o["processed"] > 0) >= 2, "the runs did not actually overlap"
 
     rows = db.all("SELECT portfolio_id, snapshot_date, count(*), bool_and(is_complete)"
                   " FROM portfolio_snapshots GROUP BY 1, 2")
@@ -56,7 +75,8 @@ def test_sixteen_processes_with_random_kills_then_one_final_run(db: Db) -> None:
     day = DAYS[0]
     book = random_book(db.conn, n_portfolios=2000, days=[day], n_symbols=200, seed=11)
     rng = random.Random(2026)
-    procs = [start_batch(db.dsn, "--date", day.isoformat(), "--chunk-size", "50", "--lease", "2s", pause=0.05)
+    slow_finalize(db.dsn, 0.05)              # every chunk in flight a little longer, so kills land mid-run
+    procs = [start_batch(db.dsn, "--date", day.isoformat(), "--chunk-size", "50", "--lease", "1h")
              for _ in range(16)]
     victims = rng.sample(range(16), 5)
     kill_at = sorted((rng.uniform(0.3, 1.5), v) for v in victims)
@@ -73,7 +93,8 @@ def test_sixteen_processes_with_random_kills_then_one_final_run(db: Db) -> None:
             assert code == 0, err
             survivors.append(out)
     assert sum(o["processed"] for o in survivors) <= 2000
-    time.sleep(2.1)                                       # let the victims' leases expire
+    unslow_finalize(db.dsn)
+    expire_leases(db.dsn)                                 # every process is gone: the victims' hour passes
     code, final, err = finish(start_batch(db.dsn, "--date", day.isoformat()))
     assert code == 0, err
     assert final is not None and final["failed"] == 0

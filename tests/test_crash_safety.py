@@ -8,10 +8,22 @@ import time
 from datetime import date
 
 import psycopg
+import pytest
 
 from tests.conftest import Db, run_cli
 from tests.data import Book, random_book
-from tests.procs import finish, start_batch, wait_for
+from tests.procs import (
+    claim_owners,
+    expire_leases,
+    finish,
+    held_at_finalize,
+    hold_finalize,
+    open_finalize,
+    slow_finalize,
+    start_batch,
+    unslow_finalize,
+    wait_for,
+)
 from tests.reference import replay
 
 DAY = date(2026, 6, 1)
@@ -37,21 +49,23 @@ def assert_exactly_once(db: Db, book: Book, days: list[date] = [DAY]) -> None:  
 
 def test_kill_9_after_claiming_is_recovered_by_lease_expiry(db: Db) -> None:
     book = random_book(db.conn, 60, [DAY])
-    victim = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--lease", "2s", "--workers", "1",
-                         pause=60)
-    wait_for(lambda: incomplete(db) == 20, what="the first chunk to be claimed")
+    hold_finalize(db.dsn, times=1)
+    victim = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--lease", "1h", "--workers", "1")
+    wait_for(lambda: held_at_finalize(db.dsn) == 1, what="the first chunk to be claimed and in flight")
+    assert incomplete(db) == 20
     victim.kill()
     victim.wait()
+    wait_for(lambda: held_at_finalize(db.dsn) == 0, what="the server to end the dead client's statement")
     dead_run = db.scalar("SELECT max(id) FROM batch_runs")
     assert db.scalar("SELECT status FROM batch_runs WHERE id = %s", dead_run) == "running"
 
     # While the lease is live, the dead run's claims are respected.
-    code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat(), "--lease", "2s"))
+    code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
     assert code == 0, err
     assert out is not None and (out["processed"], out["skipped"], out["reclaimed"]) == (40, 20, 0)
     assert incomplete(db) == 20
 
-    time.sleep(2.2)
+    assert expire_leases(db.dsn) == 20                      # the hour passes
     code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
     assert code == 0, err
     assert out is not None and (out["processed"], out["reclaimed"], out["skipped"]) == (20, 20, 40)
@@ -60,82 +74,100 @@ def test_kill_9_after_claiming_is_recovered_by_lease_expiry(db: Db) -> None:
 
 
 def test_zombie_run_that_lost_its_claim_changes_nothing(db: Db) -> None:
+    """A run stalls (SIGSTOP: its heartbeat stalls too) in the middle of its
+    finalize statement; its lease runs out; another run takes the claims over;
+    then the zombie's statement goes on: the fence makes it write nothing."""
     book = random_book(db.conn, 30, [DAY])
-    zombie = start_batch(db.dsn, "--date", DAY.isoformat(), "--lease", "1s", pause=4)
-    wait_for(lambda: incomplete(db) == 30, what="the zombie's claims")
-    time.sleep(1.2)  # its lease has expired; it is still alive, asleep
-    code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
-    assert code == 0, err
-    assert out is not None and (out["processed"], out["reclaimed"]) == (30, 30)
-    after_takeover = db.all("SELECT * FROM portfolio_snapshots ORDER BY id"), db.all(
-        "SELECT * FROM portfolios ORDER BY id")
-
+    hold_finalize(db.dsn, times=1)
+    zombie = start_batch(db.dsn, "--date", DAY.isoformat(), "--lease", "1h")
+    wait_for(lambda: held_at_finalize(db.dsn) == 1, what="the zombie inside its finalize statement")
+    zombie_run = db.scalar("SELECT max(id) FROM batch_runs")
+    assert claim_owners(db.dsn) == {zombie_run: 30}
+    zombie.send_signal(signal.SIGSTOP)
+    try:
+        assert expire_leases(db.dsn) == 30
+        taker = start_batch(db.dsn, "--date", DAY.isoformat())
+        wait_for(lambda: list(claim_owners(db.dsn)) not in ([], [zombie_run]), what="the takeover")
+        assert zombie_run not in claim_owners(db.dsn)
+        open_finalize(db.dsn)               # the zombie's statement runs on, after the takeover committed
+    finally:
+        zombie.send_signal(signal.SIGCONT)
     code, zout, err = finish(zombie)
     assert code == 0, err
     assert zout is not None and (zout["processed"], zout["lost"], zout["failed"]) == (0, 30, 0)
-    # The zombie wrote nothing: same rows, same equity (one application).
-    assert (db.all("SELECT * FROM portfolio_snapshots ORDER BY id"),
-            db.all("SELECT * FROM portfolios ORDER BY id")) == after_takeover
+    code, out, err = finish(taker)
+    assert code == 0, err
+    assert out is not None and (out["processed"], out["reclaimed"]) == (30, 30)
+    assert db.all("SELECT DISTINCT batch_run_id FROM portfolio_snapshots") == [(out["run_id"],)]
     assert_exactly_once(db, book)
 
 
-def test_sigterm_finishes_the_chunk_in_flight_then_stops(db: Db) -> None:
-    book = random_book(db.conn, 60, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1", pause=0.5)
-    wait_for(lambda: incomplete(db) == 10, what="a chunk in flight")
-    proc.send_signal(signal.SIGTERM)
-    code, out, err = finish(proc)
-    assert code == 143, err
+@pytest.mark.parametrize(("sig", "workers", "code"), [(signal.SIGTERM, 1, 143), (signal.SIGTERM, 3, 143),
+                                                      (signal.SIGINT, 1, 130)],
+                         ids=["SIGTERM-1-worker", "SIGTERM-3-workers", "SIGINT-1-worker"])
+def test_a_signal_finishes_every_chunk_in_flight_then_stops(db: Db, sig: signal.Signals, workers: int,
+                                                            code: int) -> None:
+    book = random_book(db.conn, 80, [DAY])
+    hold_finalize(db.dsn, times=workers)
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", str(workers))
+    wait_for(lambda: held_at_finalize(db.dsn) == workers, what=f"{workers} chunk(s) in flight")
+    assert incomplete(db) == 10 * workers
+    proc.send_signal(sig)
+    open_finalize(db.dsn)
+    got, out, err = finish(proc)
+    assert got == code, err
     assert out is not None and out["status"] == "interrupted"
     assert db.scalar("SELECT status FROM batch_runs WHERE id = %s", out["run_id"]) == "interrupted"
-    # The chunk in flight was finished, not abandoned: no claim of that run is left.
+    # Every chunk in flight was finished, not abandoned; no other was started: no claim of that run is left.
     assert incomplete(db) == 0
-    assert 10 <= out["processed"] < 60 and out["processed"] % 10 == 0
-    code, again, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
-    assert code == 0, err
-    assert again is not None and again["processed"] == 60 - out["processed"]
+    assert out["processed"] == 10 * workers
+    code2, again, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
+    assert code2 == 0, err
+    assert again is not None and again["processed"] == 80 - out["processed"]
     assert_exactly_once(db, book)
-
-
-def test_sigterm_with_several_workers_finishes_every_chunk_in_flight(db: Db) -> None:
-    book = random_book(db.conn, 80, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "3", pause=0.5)
-    wait_for(lambda: incomplete(db) == 30, what="three chunks in flight")
-    proc.send_signal(signal.SIGTERM)
-    code, out, err = finish(proc)
-    assert code == 143, err
-    assert out is not None and out["status"] == "interrupted" and out["processed"] % 10 == 0
-    assert 30 <= out["processed"] < 80
-    assert incomplete(db) == 0
-    assert finish(start_batch(db.dsn, "--date", DAY.isoformat()))[0] == 0
-    assert_exactly_once(db, book)
-
-
-def test_sigint_also_stops_gracefully_with_130(db: Db) -> None:
-    random_book(db.conn, 30, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1", pause=0.5)
-    wait_for(lambda: incomplete(db) == 10, what="a chunk in flight")
-    proc.send_signal(signal.SIGINT)
-    code, out, _ = finish(proc)
-    assert code == 130 and out is not None and out["status"] == "interrupted"
-    assert incomplete(db) == 0
 
 
 def test_second_signal_stops_at_once_and_the_lease_recovers(db: Db) -> None:
     book = random_book(db.conn, 30, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--lease", "1s", "--workers", "1",
-                       pause=5)
-    wait_for(lambda: incomplete(db) == 10, what="a chunk in flight")
+    hold_finalize(db.dsn, times=1)
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--lease", "1h", "--workers", "1")
+    wait_for(lambda: held_at_finalize(db.dsn) == 1, what="a chunk in flight")
     proc.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     code, _, err = finish(proc, timeout=10)
     assert code == 143, err
+    wait_for(lambda: held_at_finalize(db.dsn) == 0, what="the server to end the dead client's statement")
     assert incomplete(db) == 10          # left for the lease
-    time.sleep(1.1)
+    open_finalize(db.dsn)
+    assert expire_leases(db.dsn) == 10
     code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
     assert code == 0, err
     assert out is not None and out["reclaimed"] == 10 and out["processed"] == 30
+    assert_exactly_once(db, book)
+
+
+def test_heartbeat_keeps_the_leases_of_a_statement_slower_than_the_lease(db: Db) -> None:
+    """Finalize slowed (in the database) to 8 s, leases of 3 s: the heartbeat
+    renews them while the statement runs, so a run started after the first
+    lease ran out takes nothing over, and the first run finishes its chunk."""
+    book = random_book(db.conn, 20, [DAY])
+    slow_finalize(db.dsn, 8)
+    first = start_batch(db.dsn, "--date", DAY.isoformat(), "--lease", "3s", "--workers", "1")
+    wait_for(lambda: incomplete(db) == 20, what="the first run's claims")
+    wait_for(lambda: db.scalar("SELECT bool_and(now() > claimed_at + interval '3 seconds')"
+                               " FROM portfolio_snapshots WHERE NOT is_complete"), timeout=10,
+             what="the first lease to have run out")
+    assert db.scalar("SELECT bool_and(lease_expires_at > now()) FROM portfolio_snapshots") is True   # renewed
+    second = start_batch(db.dsn, "--date", DAY.isoformat(), "--lease", "3s")
+    code, out, err = finish(first)
+    assert code == 0, err
+    assert out is not None and (out["processed"], out["lost"]) == (20, 0)
+    code, out2, err = finish(second)
+    assert code == 0, err
+    assert out2 is not None and (out2["processed"], out2["reclaimed"], out2["skipped"]) == (0, 0, 20)
+    assert db.all("SELECT DISTINCT batch_run_id FROM portfolio_snapshots") == [(out["run_id"],)]
+    unslow_finalize(db.dsn)
     assert_exactly_once(db, book)
 
 
@@ -164,8 +196,9 @@ def test_statement_timeout_fails_only_that_chunk_and_releases_its_claims(db: Db)
 
 def test_lost_connection_fails_only_that_chunk(db: Db) -> None:
     book = random_book(db.conn, 30, [DAY])
-    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1", pause=1.0)
-    wait_for(lambda: incomplete(db) == 10, what="the first chunk in flight")
+    hold_finalize(db.dsn, times=1)
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1")
+    wait_for(lambda: held_at_finalize(db.dsn) == 1, what="the first chunk in flight")
     killed = db.all("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pnl'")
     assert killed and all(ok for (ok,) in killed)
     code, out, err = finish(proc)

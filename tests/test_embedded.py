@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,10 @@ def test_demo_runs_to_completion_on_the_embedded_server(data_dir: Path) -> None:
     out = json.loads(res.out)
     assert out["exactly_once"] is True and out["healthy"] is True
     assert sum(r["processed"] for r in out["racers"]) == 60 and out["rerun"]["processed"] == 0
+    # The overlap, seen in the database: both racing runs held claims at one moment, and both did work.
+    assert out["overlapped"] is True
+    assert sorted(map(int, out["overlap"])) == sorted(r["run_id"] for r in out["racers"])
+    assert all(r["processed"] > 0 for r in out["racers"])
     assert out["proof"]["snapshots"] == out["proof"]["complete"] == 60
     # The story, for a person.
     text = run_cli("--data-dir", str(data_dir), "demo", "--portfolios", "30", "--days", "5", timeout=300)
@@ -78,3 +83,54 @@ def test_the_wheel_server_when_the_machine_has_none(data_dir: Path) -> None:
     version = subprocess.run([sys.executable, str(ROOT / "cli.py"), "--data-dir", str(data_dir), "--embedded",
                               "status", "--json"], capture_output=True, text=True)
     assert version.returncode == 0, version.stderr
+
+
+def test_the_port_survives_stop_and_start_so_an_exported_url_stays_valid(data_dir: Path) -> None:
+    import socket
+
+    import psycopg
+
+    assert run_cli("--data-dir", str(data_dir), "db", "start").code == 0
+    url = run_cli("--data-dir", str(data_dir), "db", "url", "--show-password").out.strip()
+    port = json.loads(data_dir.with_name("pg.json").read_text())["port"]
+    assert f"port = {port}" in (data_dir / "postgresql.conf").read_text()     # recorded in the data directory
+    for _ in range(2):
+        # A client still connected while the server stops and starts (a psql, an app)
+        # leaves the port in FIN-WAIT-2 / TIME-WAIT: not taken, for a server that listens.
+        conn = psycopg.connect(url, autocommit=True)
+        conn.execute("SELECT 1")
+        assert run_cli("--data-dir", str(data_dir), "db", "stop").out.strip() == "stopped"
+        res = run_cli("--data-dir", str(data_dir), "db", "start")
+        conn.close()
+        assert res.code == 0, res.err
+        assert run_cli("--data-dir", str(data_dir), "db", "url", "--show-password").out.strip() == url
+        with psycopg.connect(url) as conn:                                       # the old URL works
+            assert conn.execute("SELECT current_setting('port')::int").fetchone()[0] == port
+    # Someone else takes the port while it is stopped: a clear error, and the port is not moved.
+    assert run_cli("--data-dir", str(data_dir), "db", "stop").code == 0
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        res = run_cli("--data-dir", str(data_dir), "db", "start", "--json")
+        assert res.code == 1 and f"port {port}" in json.loads(res.out)["error"]
+    assert json.loads(data_dir.with_name("pg.json").read_text())["port"] == port
+
+
+def test_the_demos_closing_hints_work_as_printed(data_dir: Path) -> None:
+    """Run through the venv's `pnl` script with the venv NOT on PATH: every
+    hint line must work when pasted into a shell, and the last stops the server."""
+    script = Path(sys.executable).parent / "pnl"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PNL_EMBEDDED")}
+    env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+    demo = subprocess.run([str(script), "--data-dir", str(data_dir), "demo", "--portfolios", "20", "--days", "5"],
+                          capture_output=True, text=True, env=env, timeout=300, cwd="/")
+    assert demo.returncode == 0, demo.stderr
+    hints = demo.stdout.split("try it yourself", 1)[1].splitlines()[1:]
+    assert len(hints) == 4 and "db stop" in hints[-1] and str(script) in hints[0]
+    shell = subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(hints)], capture_output=True, text=True,
+                           env=env, timeout=120, cwd="/")
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert "pnl_demo" in shell.stdout and "recent runs" in shell.stdout          # status, on the demo database
+    status = run_cli("--data-dir", str(data_dir), "db", "status", "--json")
+    assert json.loads(status.out)["running"] is False

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pnl import MIGRATIONS_DIR
+import json
+
+import pytest
+
+from pnl.resources import migrations_dir
 from tests.conftest import Db, run_cli
 
 ALL = ["0001_baseline", "0002_operations", "0002b_rescue_audit", "0003_idempotency_precheck",
@@ -31,7 +35,7 @@ def applied(db: Db) -> list[str]:
 
 
 def test_every_migration_has_a_rollback_file() -> None:
-    forward = sorted(p for p in MIGRATIONS_DIR.glob("*.sql") if not p.name.endswith(".rollback.sql"))
+    forward = sorted(p for p in migrations_dir().glob("*.sql") if not p.name.endswith(".rollback.sql"))
     assert [p.stem for p in forward] == ALL
     for p in forward:
         assert p.with_name(p.stem + ".rollback.sql").exists(), p.name
@@ -168,3 +172,24 @@ def test_file_name_order_is_yoyos_dependency_order() -> None:
     """Every command checks the schema by file name (no yoyo import); that order must be yoyo's."""
     from pnl.migrate import all_migrations, migration_ids
     assert migration_ids() == [m.id for m in all_migrations()] == ALL
+
+
+def every_relation(db: Db) -> list[tuple]:
+    return db.all("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                  " WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') ORDER BY 1, 2")
+
+
+@pytest.mark.parametrize("args", [("--all",), ("--to", "0003")])
+def test_rollback_on_an_unmigrated_database_creates_nothing(empty_db: Db, args: tuple[str, ...]) -> None:
+    before = every_relation(empty_db)
+    res = run_cli("rollback", *args, "--yes", "--json", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert json.loads(res.out) == {"rolled_back": []}
+    assert every_relation(empty_db) == before == []       # not even yoyo's own tables
+
+
+def test_status_on_an_unmigrated_database_creates_nothing(empty_db: Db) -> None:
+    res = run_cli("status", "--json", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["schema_current"] is False
+    assert every_relation(empty_db) == []

@@ -27,8 +27,9 @@ BOOK = {
 }
 
 
-def legacy_batch(dsn: str, day: date, previous: date) -> None:
-    """The old batch, as it was: equity += pnl, then insert a snapshot, no check at all."""
+def legacy_batch(dsn: str, day: date, previous: date, check: bool = False) -> None:
+    """The old batch, as it was: equity += pnl, then insert a snapshot, with no check at all
+    or (check=True) after checking that none exists yet: either way AFTER the increment."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         for pid, positions in conn.execute("SELECT p.id, array_agg(ARRAY[s.symbol, s.quantity::text,"
                                            " s.multiplier::text]) FROM portfolios p JOIN positions s"
@@ -38,6 +39,9 @@ def legacy_batch(dsn: str, day: date, previous: date) -> None:
             with conn.transaction():
                 equity = conn.execute("UPDATE portfolios SET equity_balance = equity_balance + %s WHERE id = %s"
                                       " RETURNING equity_balance", (pnl, pid)).fetchone()[0]
+                if check and conn.execute("SELECT 1 FROM portfolio_snapshots WHERE portfolio_id = %s"
+                                          " AND snapshot_date = %s", (pid, day)).fetchone():
+                    continue
                 conn.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, net_asset_value,"
                              " daily_pnl) VALUES (%s, %s, %s, %s)", (pid, day, equity, pnl))
 
@@ -146,3 +150,20 @@ def test_repair_refuses_without_an_anchor_and_on_bad_input(db: Db) -> None:
     assert res.code == 2 and "--from" in res.err
     res = run_cli("repair", "--all-broken", "--yes", dsn=db.dsn)
     assert res.code == 0 and "nothing to repair" in res.out
+
+
+def test_the_legacy_batch_still_corrupts_equity_on_the_new_schema(db: Db) -> None:
+    """Why the runbooks say: stop the legacy batch first. The unique constraint stops a
+    second snapshot row, not the legacy `equity += pnl` that runs before its check."""
+    add_prices(db.conn, PRICES)
+    for name, (balance, positions) in BOOK.items():
+        add_positions(db.conn, add_portfolio(db.conn, name, balance), positions)
+    assert run_cli("batch", "run", "--date", DAYS[0].isoformat(), dsn=db.dsn).code == 0
+    assert run_cli("verify", dsn=db.dsn).code == 0
+    snapshots = db.all("SELECT * FROM portfolio_snapshots ORDER BY id")
+    legacy_batch(db.dsn, DAYS[0], date(2026, 2, 27), check=True)       # overlapping with the new batch
+    assert db.all("SELECT * FROM portfolio_snapshots ORDER BY id") == snapshots    # no duplicate row...
+    res = run_cli("verify", "--json", dsn=db.dsn)                                   # ...but equity applied twice
+    assert res.code == 1
+    mismatch = next(c for c in json.loads(res.out)["checks"] if c["check"] == "equity_mismatch")
+    assert mismatch["rows"] == 3

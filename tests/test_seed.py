@@ -61,3 +61,20 @@ def test_legacy_duplicates_reproduce_the_old_bug(empty_db: Db) -> None:
     assert refused.code == 1 and "duplicate snapshots" in refused.err
     assert run_cli("dedupe", "--yes", dsn=empty_db.dsn).code == 0
     assert run_cli("migrate", dsn=empty_db.dsn).code == 0
+
+
+def test_seeded_books_are_believable(db: Db) -> None:
+    """The model in pnl/seed.py: NAVs stay positive, a day's return is a few percent."""
+    out = json.loads(run_cli("seed", "--portfolios", "60", "--positions", "8", "--days", "60", "--end", "2026-11-27",
+                             "--seed", "3", "--json", dsn=db.dsn).out)
+    res = run_cli("batch", "backfill", "--from", out["first_trading_day"], "--to", out["last_trading_day"],
+                  dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE is_complete") == 60 * out["trading_days"]
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE net_asset_value <= 0") == 0
+    assert db.scalar("SELECT max(abs(daily_return)) FROM portfolio_snapshots") < 0.06
+    assert db.scalar("SELECT stddev(daily_return) FROM portfolio_snapshots") < 0.01
+    # Leverage as documented: gross exposure between about 0.5x and 2x of NAV on the last day.
+    low, high = db.one("SELECT min(gross_exposure / net_asset_value), max(gross_exposure / net_asset_value)"
+                       " FROM portfolio_snapshots WHERE snapshot_date = %s", out["last_trading_day"])
+    assert 0.3 < low and high < 2.0, (low, high)

@@ -1,10 +1,11 @@
 -- take_over_expired_claims: adopt claims whose run died (lease expired).
 --
--- One atomic UPDATE ... RETURNING: the row lock it takes means two runs can
--- never both take the same claim; the loser re-checks the WHERE clause after
--- the winner commits, finds the lease fresh, and skips the row. The new
--- batch_run_id is the fencing token: the dead (or merely slow) run can no
--- longer finalize the slot.
+-- One atomic UPDATE ... RETURNING over rows locked FOR UPDATE SKIP LOCKED:
+-- two runs can never both take the same claim. A row another transaction has
+-- locked (a second run taking it over right now, or the owner's finalize or
+-- heartbeat writing it) is skipped at once, never waited for: this run
+-- leaves it to that transaction. The new batch_run_id is the fencing token:
+-- the dead (or merely slow) run can no longer finalize the slot.
 --
 -- $1 run id (bigint)   $2 snapshot date (date)   $3 portfolio ids (bigint[])
 -- $4 lease (interval)

@@ -1,12 +1,13 @@
 -- list_stale_claims: unfinished claims (is_complete = false) claimed longer
--- ago than $1, optionally only for one date. These are what `pnl cleanup`
--- would delete. Times are timestamptz and compared in the database (now()),
--- so the client's time zone and clock do not matter.
+-- ago than $1, optionally only for one date: the plan `pnl cleanup` shows and,
+-- once confirmed, deletes exactly (cleanup/delete_listed_claims.sql). Times are
+-- timestamptz and compared in the database (now()), so the client's time zone
+-- and clock do not matter.
 --
 -- $1 older than (interval)   $2 only this snapshot date (date; NULL for all)
--- Returns: portfolio_id, snapshot_date, batch_run_id, claimed_at,
+-- Returns: snapshot_id, portfolio_id, snapshot_date, batch_run_id, claimed_at,
 --          lease_expires_at, lease_expired (bool)
-SELECT s.portfolio_id, s.snapshot_date, s.batch_run_id, s.claimed_at, s.lease_expires_at,
+SELECT s.id AS snapshot_id, s.portfolio_id, s.snapshot_date, s.batch_run_id, s.claimed_at, s.lease_expires_at,
        (s.lease_expires_at < now()) AS lease_expired
   FROM portfolio_snapshots AS s
  WHERE NOT s.is_complete

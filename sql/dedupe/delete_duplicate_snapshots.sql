@@ -20,7 +20,13 @@
 -- work through any number of groups, one transaction each, and a dedupe that
 -- was interrupted resumes where it stopped.
 --
+-- With $3 (the plan a person confirmed: the ids a dry run would delete) only
+-- those rows are deleted, and only while the rule above still ranks them
+-- below the kept row: a row that arrived since is never deleted unseen, and
+-- the row the rule keeps now is never deleted. NULL: every duplicate.
+--
 -- $1 rescue run id (bigint)   $2 how many groups at most (int)
+-- $3 only these snapshot ids (bigint[]; NULL for every duplicate)
 -- Returns one row per deleted snapshot: portfolio_id, snapshot_date,
 --   kept_snapshot_id, kept_nav, kept_created_at,
 --   deleted_snapshot_id, deleted_nav, deleted_created_at
@@ -29,6 +35,7 @@ WITH dup_groups AS (
       FROM portfolio_snapshots AS s
      GROUP BY s.portfolio_id, s.snapshot_date
     HAVING count(*) > 1
+       AND ($3::bigint[] IS NULL OR bool_or(s.id = ANY($3::bigint[])))
      ORDER BY s.portfolio_id, s.snapshot_date
      LIMIT $2::int
 ),
@@ -52,6 +59,7 @@ deleted AS (
      USING ranked AS r
      WHERE s.id = r.id
        AND r.keep_rank > 1
+       AND ($3::bigint[] IS NULL OR s.id = ANY($3::bigint[]))
     RETURNING s.*, r.kept_id
 ),
 archived AS (
