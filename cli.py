@@ -557,9 +557,10 @@ def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chu
 
     For each portfolio: every price date after its latest complete snapshot,
     up to --date, in date order (a portfolio with no snapshot starts at
-    --date). Each slot is claimed first (INSERT ... ON CONFLICT DO NOTHING);
-    a slot already done is left alone. --date must be a price date (a date
-    with a close in market_prices) not after today, else nothing is written.
+    --date): a late, skipped or failed day is caught up by the next run.
+    Each slot is claimed first (INSERT ... ON CONFLICT DO NOTHING); a slot
+    already done is left alone. --date must be a price date (a date with a
+    close in market_prices) not after today, else nothing is written.
     Every portfolio ends each date in one bucket: processed, already done,
     before chain (dates before its first snapshot: not owed), held (another
     live run owns it), failed, lost (another run took our claim over).

@@ -1,22 +1,29 @@
--- floor: the unsafe one-statement floor. Computes every portfolio's snapshot
--- for D ($1) with the same rules as sql/batch/finalize_claimed.sql, but for
--- all portfolios at once, with plain hash joins, no claim, no fencing, no
--- audit, and writes them into floor_snapshots (a copy of portfolio_snapshots
--- with the same indexes). bench/floor_equity.sql then sets equity from it.
--- Nothing that writes the same rows can be much faster.
--- $1 D (date). Returns nothing.
-WITH prev AS (
-    SELECT DISTINCT ON (ps.portfolio_id) ps.portfolio_id, ps.snapshot_date, ps.net_asset_value, ps.cumulative_pnl
-      FROM portfolio_snapshots AS ps
-     WHERE ps.snapshot_date < $1::date AND ps.is_complete AND ps.net_asset_value IS NOT NULL
-     ORDER BY ps.portfolio_id, ps.snapshot_date DESC
-),
-base AS (
+-- floor: the unsafe one-statement floor. Computes the snapshot for D ($1) of
+-- every portfolio with an id in [$2, $3], with the same rules as
+-- sql/batch/finalize_claimed.sql, but for all of them at once, with plain
+-- hash joins, no claim, no fencing, no audit, and writes them into
+-- floor_snapshots (a copy of portfolio_snapshots with the same indexes).
+-- bench/floor_equity.sql then sets equity from it. Nothing that writes the
+-- same rows can be much faster. The single-connection floor passes the whole
+-- id range; the parallel floor runs one id range per connection at once.
+-- The previous snapshot is one index probe per portfolio (LATERAL ... LIMIT 1),
+-- so the floor itself stays flat in history depth (a DISTINCT ON over every
+-- earlier snapshot would read the whole history).
+-- $1 D (date)  $2 first portfolio id (bigint)  $3 last portfolio id (bigint). Returns nothing.
+WITH base AS (
     SELECT pf.id AS portfolio_id,
            COALESCE(prev.snapshot_date, (SELECT max(price_date) FROM market_prices WHERE price_date < $1::date)) AS b,
            COALESCE(prev.net_asset_value, pf.equity_balance) AS opening_equity,
            COALESCE(prev.cumulative_pnl, 0) AS prev_cumulative
-      FROM portfolios AS pf LEFT JOIN prev ON prev.portfolio_id = pf.id
+      FROM portfolios AS pf
+      LEFT JOIN LATERAL (
+            SELECT ps.snapshot_date, ps.net_asset_value, ps.cumulative_pnl
+              FROM portfolio_snapshots AS ps
+             WHERE ps.portfolio_id = pf.id AND ps.snapshot_date < $1::date
+               AND ps.is_complete AND ps.net_asset_value IS NOT NULL
+             ORDER BY ps.snapshot_date DESC
+             LIMIT 1) AS prev ON true
+     WHERE pf.id BETWEEN $2::bigint AND $3::bigint
 ),
 close_d AS (
     SELECT DISTINCT ON (symbol) symbol, close_price FROM market_prices
