@@ -330,8 +330,14 @@ def cli(ctx: click.Context, dsn: str | None, embedded: bool, data_dir: Path | No
     Every day:    pnl batch run --date latest           (cron-safe; exit 75 = retry)
     Look:         pnl status
     """
-    if embedded and dsn and ctx.get_parameter_source("dsn") == click.core.ParameterSource.COMMANDLINE:
-        raise click.UsageError("--dsn and --embedded choose two different databases: give one")
+    if embedded and dsn:
+        # Wherever each came from: a cron environment with a leftover PNL_EMBEDDED=1 must not
+        # quietly batch the local embedded database instead of DATABASE_URL's.
+        given = {click.core.ParameterSource.COMMANDLINE: "--dsn", click.core.ParameterSource.ENVIRONMENT:
+                 "DATABASE_URL"}.get(ctx.get_parameter_source("dsn"), "--dsn")  # type: ignore[arg-type]
+        chosen = {click.core.ParameterSource.COMMANDLINE: "--embedded", click.core.ParameterSource.ENVIRONMENT:
+                  "PNL_EMBEDDED"}.get(ctx.get_parameter_source("embedded"), "--embedded")  # type: ignore[arg-type]
+        raise click.UsageError(f"{given} and {chosen} choose two different databases: give one")
     source = os.environ.get("PNL_PG_SOURCE", "auto").strip().lower() or "auto"
     if source not in PG_SOURCES:
         raise click.UsageError(f"PNL_PG_SOURCE must be one of {', '.join(PG_SOURCES)}, not {_shown(source)}")

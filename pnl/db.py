@@ -343,7 +343,8 @@ def translate_db_error(exc: BaseException, command: str | None = None, dry_run: 
         what = f"`pnl {command}{' --dry-run' if dry_run else ''}`" if command else "this command"
         return PrivilegeMissing(
             f"missing privilege: {message}; {what} needs the {role} role's privileges: connect as "
-            f"{ROLES[role]} (or a member of it; sql/roles/create_roles.sql creates it)")
+            f"{ROLES[role]} (or a member of it; sql/roles/create_roles.sql creates it, and re-running it as the "
+            "owner after a migration grants the tables the migration added)")
     return PnlError(f"database error: {message}")
 
 

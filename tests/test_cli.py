@@ -211,3 +211,18 @@ def test_no_sql_outside_sql_files() -> None:
                         r"""(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|LOCK)""", re.IGNORECASE)
     for path in (ROOT / "pnl").glob("*.py"):
         assert not inline.search(path.read_text()), path
+
+
+@pytest.mark.parametrize(("args", "env", "names"), [
+    (("--embedded", "--dsn", "postgresql://u@127.0.0.1:1/x"), {}, ("--dsn", "--embedded")),
+    (("--embedded",), {"DATABASE_URL": "postgresql://u@127.0.0.1:1/x"}, ("DATABASE_URL", "--embedded")),
+    ((), {"DATABASE_URL": "postgresql://u@127.0.0.1:1/x", "PNL_EMBEDDED": "1"}, ("DATABASE_URL", "PNL_EMBEDDED")),
+], ids=["both-flags", "flag-and-env", "both-env"])
+def test_a_dsn_and_the_embedded_database_together_are_refused(tmp_path, args, env, names) -> None:  # type: ignore[no-untyped-def]
+    """A cron environment with a leftover PNL_EMBEDDED=1 must not quietly batch the local embedded
+    database instead of DATABASE_URL's: refused before anything starts (no data directory made)."""
+    data_dir = tmp_path / "embedded"
+    res = run_cli("--data-dir", str(data_dir), *args, "status", env=env)
+    assert res.code == 2 and "Traceback" not in res.err, res.err
+    assert all(n in res.err for n in names) and "two different databases" in res.err, res.err
+    assert not data_dir.exists() and not (tmp_path / "embedded.json").exists()
