@@ -34,7 +34,9 @@ CREATE TABLE positions (
     CONSTRAINT ck_positions_exit_after_entry CHECK (exit_date IS NULL OR exit_date >= entry_date),
     CONSTRAINT ck_positions_multiplier_positive CHECK (multiplier > 0)
 );
-CREATE INDEX ix_positions_portfolio ON positions (portfolio_id);
+-- Covering: the batch reads a portfolio's positions by an index-only scan.
+CREATE INDEX ix_positions_portfolio_covering ON positions (portfolio_id)
+    INCLUDE (entry_date, exit_date, symbol, quantity, multiplier, entry_price, exit_price);
 
 -- Daily closes. "The latest close <= D" is a backward scan of the primary key.
 CREATE TABLE market_prices (
