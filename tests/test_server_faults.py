@@ -26,7 +26,7 @@ from pnl import migrate
 from pnl.embedded import server_bindir
 from pnl.localpg import LocalServer, free_port, throwaway_dir
 from tests.conftest import Db
-from tests.data import random_book
+from tests.data import Book, random_book
 from tests.procs import (
     expire_leases,
     finish,
@@ -142,16 +142,21 @@ def test_a_restart_mid_run_fails_only_the_chunks_in_flight_and_the_run_goes_on(
     assert_exactly_once(fdb, book)
 
 
+def start_held_run(fdb: Db, portfolios: int, *args: str) -> tuple[Book, Stderr, int]:
+    """A run over a new book (chunks of 20, one worker) held inside its first
+    chunk's finalize; the test's own connection closed (the server is about to go)."""
+    book = random_book(fdb.conn, portfolios, [DAY])
+    hold_finalize(fdb.dsn, times=1)
+    stderr = Stderr(start_batch(fdb.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--workers", "1", *args))
+    wait_for(lambda: held_at_finalize(fdb.dsn) == 1, what="the first chunk in flight")
+    run_id = int(fdb.scalar("SELECT max(id) FROM batch_runs"))  # type: ignore[arg-type]
+    fdb.conn.close()
+    return book, stderr, run_id
+
+
 def test_a_server_that_stays_away_ends_the_run_and_its_outcome_is_recorded_when_it_answers(
         own_server: LocalServer, fdb: Db) -> None:
-    book = random_book(fdb.conn, 60, [DAY])
-    hold_finalize(fdb.dsn, times=1)
-    proc = start_batch(fdb.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--workers", "1",
-                       "--reconnect-for", "5s")
-    stderr = Stderr(proc)
-    wait_for(lambda: held_at_finalize(fdb.dsn) == 1, what="the first chunk in flight")
-    run_id = fdb.scalar("SELECT max(id) FROM batch_runs")
-    fdb.conn.close()
+    book, stderr, run_id = start_held_run(fdb, 60, "--reconnect-for", "5s")
     own_server.stop("fast")
     try:
         # The run tries for 5 s, gives up on its work, then waits for the server to record its end.
@@ -180,14 +185,7 @@ def test_a_server_gone_for_good_ends_the_run_in_one_json_object_and_the_lease_re
         own_server: LocalServer, fdb: Db) -> None:
     """Nothing can be recorded: the run says so (exit 1, counts, error); its
     claims stay until their lease expires, then a re-run takes them over."""
-    book = random_book(fdb.conn, 40, [DAY])
-    hold_finalize(fdb.dsn, times=1)
-    proc = start_batch(fdb.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--workers", "1",
-                       "--reconnect-for", "1s", "--lease", "1h")
-    stderr = Stderr(proc)
-    wait_for(lambda: held_at_finalize(fdb.dsn) == 1, what="the first chunk in flight")
-    run_id = fdb.scalar("SELECT max(id) FROM batch_runs")
-    fdb.conn.close()
+    book, stderr, run_id = start_held_run(fdb, 40, "--reconnect-for", "1s", "--lease", "1h")
     own_server.stop("immediate")
     try:
         code, out, err = stderr.finish()
