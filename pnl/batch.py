@@ -28,8 +28,9 @@ by zero) in some portfolios fails only those: the chunk's date is split in
 halves until they are isolated (finalize_isolating). A lost server (restart,
 shutdown, reset) fails the chunks in flight; the run waits for the server
 (bounded: BatchOptions.reconnect) and goes on; if it stays away the run ends,
-recording its outcome as soon as the server answers again. A stop request (SIGTERM/SIGINT in the CLI) lets the chunk
-in flight finish, then the run records itself as 'interrupted'.
+recording its outcome as soon as the server answers again. A stop request
+(SIGTERM/SIGINT in the CLI) lets the chunk in flight finish, then the run
+records itself as 'interrupted'.
 """
 
 from __future__ import annotations
@@ -475,18 +476,21 @@ class _Link:
                     return
 
 
+RELEASED = "claims released"
+
+
 async def _release_quietly(pool: asyncpg.Pool, link: _Link, release: dict[int, date],
                            fault: BaseException) -> str:
     """Give back our claims on a fresh connection (after the server is back,
     when `fault` lost it); say what happened to them."""
     if not release:
-        return "claims released"
+        return RELEASED
     pids = sorted(release)
     if not is_connection_fault(fault) or await link.recover(fault):
         try:
             async with pool.acquire() as conn:
                 await release_claims(conn, link.result.run_id, pids, [release[p] for p in pids])
-            return "claims released"
+            return RELEASED
         except DB_FAULTS:
             pass
     held = link.result.unreleased
@@ -543,18 +547,22 @@ class _Chunk:
 async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], starts: list[date],
                          floors: bool, opts: BatchOptions, link: _Link) -> None:
     run_id = result.run_id
-    try:
-        async with pool.acquire() as conn:
-            plan = await claim_owed(conn, run_id, result.date, ids, opts.lease, starts, floors)
-    except DB_FAULTS as exc:
-        # Unsure what we own: give back whatever we may hold of these portfolios.
-        note = await _release_quietly(pool, link, dict(zip(ids, starts, strict=True)), exc)
-        if not floors:
-            result.chain_starts[result.date] += len(ids)
-        for pid, start in zip(ids, starts, strict=True):
-            days = [d for d in sorted(result.tallies) if d >= start] if floors else [result.date]
-            result.fail(pid, days, f"chunk failed while claiming ({_first_line(exc)}); {note}")
-        return
+    for retry in (False, True):
+        try:
+            async with pool.acquire() as conn:
+                plan = await claim_owed(conn, run_id, result.date, ids, opts.lease, starts, floors)
+            break
+        except DB_FAULTS as exc:
+            # Unsure what we own: give back whatever we may hold of these portfolios.
+            note = await _release_quietly(pool, link, dict(zip(ids, starts, strict=True)), exc)
+            if not retry and note == RELEASED and is_connection_fault(exc):
+                continue      # the server was lost before any work: none of it is ours now; claim again
+            if not floors:
+                result.chain_starts[result.date] += len(ids)
+            for pid, start in zip(ids, starts, strict=True):
+                days = [d for d in sorted(result.tallies) if d >= start] if floors else [result.date]
+                result.fail(pid, days, f"chunk failed while claiming ({_first_line(exc)}); {note}")
+            return
     if not floors:
         result.chain_starts.update(plan.starts)
     result.reclaimed += plan.reclaimed

@@ -228,3 +228,31 @@ def test_a_terminated_heartbeat_and_released_connections_never_crash_the_run(own
     code, again, err = finish(start_batch(fdb.dsn, "--date", DAY.isoformat()))
     assert code == 0 and again is not None and again["processed"] == 10, err
     assert_exactly_once(fdb, book)
+
+
+def test_a_restart_while_waiting_for_held_slots_and_the_revisit_goes_on(own_server: LocalServer, fdb: Db) -> None:
+    """Run A is held inside its first chunk; run B (--wait) does the rest and
+    waits for A's slots. The server restarts: A's chunk in flight fails (its
+    claims given back once it reconnects); B reconnects inside its wait and
+    revisit, takes the slots A gave back, and finishes everything: exit 0."""
+    book = random_book(fdb.conn, 40, [DAY])
+    hold_finalize(fdb.dsn, times=1)
+    first = start_batch(fdb.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--workers", "1")
+    wait_for(lambda: held_at_finalize(fdb.dsn) == 1, what="run A inside its first chunk")
+    second = start_batch(fdb.dsn, "--date", DAY.isoformat(), "--chunk-size", "20", "--workers", "1", "--wait")
+    wait_for(lambda: fdb.scalar("SELECT count(*) FROM batch_runs WHERE processed = 20 AND held = 20") == 1,
+             what="run B done with its chunk and waiting for A's")
+    own_server.restart("fast", SETTINGS)
+    open_finalize(fdb.dsn)
+    reconnect(fdb)
+    code_a, out_a, err_a = finish(first)
+    code_b, out_b, err_b = finish(second)
+    assert "Traceback" not in err_a + err_b, err_a + err_b
+    assert code_a == 1 and out_a is not None, err_a
+    assert (out_a["processed"], out_a["failed"], out_a["already_done"], out_a["error"]) == (0, 20, 20, None), out_a
+    assert code_b == 0 and out_b is not None, err_b
+    assert (out_b["processed"], out_b["held"], out_b["failed"], out_b["error"]) == (40, 0, 0, None), out_b
+    assert dict(fdb.all("SELECT id, status FROM batch_runs")) == {out_a["run_id"]: "failed",
+                                                                   out_b["run_id"]: "succeeded"}
+    assert incomplete(fdb) == 0
+    assert_exactly_once(fdb, book)
