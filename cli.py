@@ -138,6 +138,7 @@ DATE = DateParam()
 RUN_DATE = DateParam(db_clock=True)     # resolved in the database: today/yesterday/latest on its clock
 LEASE = DurationParam(timedelta(seconds=1), timedelta(days=7))
 STATEMENT_TIMEOUT = DurationParam(timedelta(seconds=1), timedelta(hours=24))
+RECONNECT = DurationParam(timedelta(seconds=1), timedelta(hours=1))
 OLDER_THAN = DurationParam(timedelta(seconds=1), timedelta(days=3650))
 ID = IntRange(1, BIGINT_MAX)
 PG_SOURCES = ("auto", "system", "wheel")
@@ -484,16 +485,22 @@ def batch_group(ctx: click.Context) -> None:
 
 
 def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta,
-                   wait: bool = False) -> batch.BatchOptions:
+                   wait: bool = False, reconnect_for: timedelta = timedelta(minutes=1)) -> batch.BatchOptions:
     return batch.BatchOptions(
         portfolio_ids=tuple(sorted(set(portfolio))) or None,
         chunk_size=chunk_size,
         lease=lease,
         wait=wait,
+        reconnect=reconnect_for,
     )
 
 
 def batch_common(f: Callable) -> Callable:
+    f = click.option("--reconnect-for", "reconnect_for", type=RECONNECT, default="1m", show_default=True,
+                     help="When the database goes away mid-run (restart, failover, reset), the chunks in "
+                          "flight fail and the run keeps reconnecting this long (pauses of 0.25s doubling "
+                          "to 5s) before it goes on, or gives up: exit 1, its outcome recorded once the "
+                          "database answers (it waits one more such period for that).")(f)
     f = click.option("--wait", is_flag=True,
                      help="When other live runs hold some slots, wait for them (at most one --lease), take "
                           "over the ones whose lease expires, and finish: exit 0 instead of 75.")(f)
@@ -538,6 +545,8 @@ def _render_run(r: batch.RunResult, head: str) -> None:
         click.echo("before chain: dates before a portfolio's first snapshot are not owed and not computed; to "
                    "rebuild its history from an earlier date: pnl batch undo --from DATE, then "
                    "pnl batch backfill --from DATE --to latest", err=True)
+    if r.error:
+        click.echo(f"pnl: error: {r.error}", err=True)
     if r.held:
         click.echo(f"held: {r.held} slot(s) are owned by other live runs:", err=True)
         for h in r.holders:
@@ -558,7 +567,7 @@ def _run_exit(r: batch.RunResult, stopper: Stopper) -> int:
 @batch_common
 @click.pass_obj
 def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chunk_size: int,
-                  lease: timedelta, workers: int, wait: bool, as_json: bool) -> None:
+                  lease: timedelta, workers: int, wait: bool, reconnect_for: timedelta, as_json: bool) -> None:
     """Compute every portfolio's snapshots up to --date, exactly once, gap-free.
 
     For each portfolio: every price date after its latest complete snapshot,
@@ -571,7 +580,7 @@ def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chu
     before chain (dates before its first snapshot: not owed), held (another
     live run owns it), failed, lost (another run took our claim over).
     """
-    opts = _batch_options(portfolio, chunk_size, lease, wait)
+    opts = _batch_options(portfolio, chunk_size, lease, wait, reconnect_for)
     progress = Progress("batch", enabled=not as_json)
     stopper = Stopper()
 
@@ -597,7 +606,8 @@ def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chu
 @batch_common
 @click.pass_obj
 def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfolio: tuple[int, ...],
-                       chunk_size: int, lease: timedelta, workers: int, wait: bool, as_json: bool) -> None:
+                       chunk_size: int, lease: timedelta, workers: int, wait: bool, reconnect_for: timedelta,
+                       as_json: bool) -> None:
     """Compute every price date in [--from, --to], as ONE run, in date order.
 
     Portfolios without a snapshot start at --from; the others catch up from
@@ -607,7 +617,7 @@ def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfo
     Dates already done cost one cheap look; a failed portfolio stops only its
     own later dates. The output reports each date.
     """
-    opts = _batch_options(portfolio, chunk_size, lease, wait)
+    opts = _batch_options(portfolio, chunk_size, lease, wait, reconnect_for)
     progress = Progress("backfill", enabled=not as_json)
     stopper = Stopper()
 

@@ -23,19 +23,26 @@ has passed), so the result says what is true when the run ends.
 Crash safety: claims carry a lease; a run that dies is taken over when the
 lease expires; every finalize is fenced on batch_run_id, so a run that lost its
 claim writes nothing. A database fault fails only the chunk in flight and its
-claims are released. A stop request (SIGTERM/SIGINT in the CLI) lets the chunk
-in flight finish, then the run records itself as 'interrupted'.
+claims are released. A data error (an overflow, a check violation, a division
+by zero) in some portfolios fails only those: the chunk's date is split in
+halves until they are isolated (finalize_isolating). A lost server (restart,
+shutdown, reset) fails the chunks in flight; the run waits for the server
+(bounded: BatchOptions.reconnect) and goes on; if it stays away the run ends,
+recording its outcome as soon as the server answers again. A stop request
+(SIGTERM/SIGINT in the CLI) lets the chunk in flight finish, then the run
+records itself as 'interrupted'.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -43,17 +50,23 @@ from datetime import date, datetime, timedelta
 import asyncpg
 
 from pnl.calendar import DayRequest, resolve_range, resolve_run_date
-from pnl.db import first_line, scrub
-from pnl.errors import BadInput, DatabaseUnavailable
+from pnl.db import first_line, is_connection_fault, is_data_error, scrub
+from pnl.errors import BadInput
 from pnl.queries import sql
 
 MAX_RECORDED_FAILURES = 100      # kept in batch_runs.failures
 MAX_REPORTED_FAILURES = 1000     # kept in memory and in --json: memory stays flat however many fail
 WAIT_POLL_S = (0.05, 1.0)        # --wait: held claims are looked at again after 50 ms, doubling up to 1 s
+RECONNECT_PAUSE_S = (0.25, 5.0)  # a lost server is tried again after 250 ms, doubling up to 5 s
+MAX_REASON_DETAIL = 200          # characters of a database error's DETAIL kept in a failure reason
+
+log = logging.getLogger("pnl.batch")
 
 # Faults that fail one chunk but not the run: the connection broke, the server
 # cancelled a statement (statement_timeout, lock_timeout, admin), and so on.
-DB_FAULTS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+# InternalClientError: asyncpg's state machine after the server vanished mid-statement.
+DB_FAULTS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError,
+                                              asyncpg.InternalClientError, OSError)
 
 BUCKETS = ("processed", "already_done", "before_chain", "held", "failed", "lost")
 
@@ -66,6 +79,9 @@ class BatchOptions:
     # Wait (at most one lease) for slots other live runs hold, take over the
     # expired ones, and finish them.
     wait: bool = False
+    # After losing the server mid-run: keep trying to reconnect this long (pauses
+    # of 0.25 s doubling to 5 s) before the run gives up; once more to record its end.
+    reconnect: timedelta = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,12 @@ class RunResult:
     # covered dates from there on are held)
     revisit: dict[int, date] = field(default_factory=dict)
     lost_slots: list[tuple[int, date]] = field(default_factory=list)
+    # Why the run ended before its work was done (the server stayed away), or
+    # could not record its end; None for a run that went all the way.
+    error: str | None = None
+    # claims a failed chunk could not give back (the server was away): released
+    # when the run records its end, else they expire with their lease
+    unreleased: dict[int, date] = field(default_factory=dict)
 
     # ---- counting
     def tally(self, day: date) -> DateTally:
@@ -225,7 +247,7 @@ class RunResult:
         """'done' (exit 0), 'held' (75: retry), 'failed' (1) or 'interrupted'."""
         if self.status == "interrupted":
             return "interrupted"
-        if self.failed:
+        if self.failed or self.error:
             return "failed"
         return "held" if self.held else "done"
 
@@ -237,6 +259,7 @@ class RunResult:
             "from": self.start.isoformat(),
             "status": self.status,
             "outcome": self.outcome,
+            "error": self.error,
             "total": self.total,
             "not_reached": self.total - self.reached,
             **totals,
@@ -332,6 +355,39 @@ async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned
     return Finalized(list(row["finalized_ids"]), refused, [p for p in owned if p not in settled])
 
 
+async def finalize_isolating(conn: asyncpg.Connection, run_id: int, day: date, owned: list[int],
+                             gap_free: bool = True) -> tuple[Finalized, dict[int, str]]:
+    """finalize_chunk; when it fails on a data error (class 22/23: a numeric
+    overflow, a check violation, a division by zero), split the portfolios in
+    halves, recursively, until the failing ones stand alone: every other one is
+    finalized (one set-based statement per half), and each failing one comes
+    back with the database's message (portfolio -> reason; its claim is still
+    held: the caller releases it). One bad portfolio among n costs about
+    2*log2(n) more statements; nothing of a failed statement was written."""
+    try:
+        return await finalize_chunk(conn, run_id, day, owned, gap_free), {}
+    except asyncpg.PostgresError as exc:
+        if not is_data_error(exc):
+            raise
+        if len(owned) == 1:
+            return Finalized([], [], []), {owned[0]: _data_error(exc)}
+    half = len(owned) // 2
+    first, bad_first = await finalize_isolating(conn, run_id, day, owned[:half], gap_free)
+    second, bad_second = await finalize_isolating(conn, run_id, day, owned[half:], gap_free)
+    return (Finalized(first.done + second.done, first.refused + second.refused, first.lost + second.lost),
+            {**bad_first, **bad_second})
+
+
+def _data_error(exc: BaseException) -> str:
+    """A data error as a failure reason: the database's message, SQLSTATE and
+    detail (scrubbed, on one line, the detail cut short)."""
+    detail = " ".join(str(getattr(exc, "detail", None) or "").split())
+    if len(detail) > MAX_REASON_DETAIL:
+        detail = detail[:MAX_REASON_DETAIL] + "..."
+    why = f"{first_line(exc)} (SQLSTATE {getattr(exc, 'sqlstate', '?')}{'; ' + detail if detail else ''})"
+    return scrub(f"data error: {why}; claim released: correct the portfolio's data, then run again")
+
+
 def reason(refused: Refused, day: date) -> str:
     return FAILURE_REASONS[refused.kind].format(day=day.isoformat(), detail=refused.detail)
 
@@ -345,21 +401,103 @@ async def release_claims(conn: asyncpg.Connection, run_id: int, ids: list[int],
 
 # ---------------------------------------------------------------- a whole run
 def _first_line(exc: BaseException) -> str:
-    """The message kept in failures and batch_runs: one line, no credentials."""
+    """The message kept in failures and batch_runs: one line, no credentials.
+    A driver error raised while cleaning up after the real one (a rollback on a
+    connection the server closed) names the real one."""
+    cause = exc.__context__
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError) and isinstance(cause, DB_FAULTS):
+        exc = cause
     return scrub(first_line(exc))
 
 
-async def _release_quietly(pool: asyncpg.Pool, run_id: int, release: dict[int, date]) -> str:
-    """Give back our claims on a fresh connection; say what happened to them."""
+class _Link:
+    """The run's hold on its server. After a connection fault (a restart, a
+    shutdown, a reset) a worker calls recover(): one worker at a time waits
+    for the server (attempts after 0.25 s doubling up to 5 s, for at most
+    `window`), the others then find it back at once. A server that stays away
+    a whole window ends the run (`gone`: the reason); it records its outcome
+    when the server answers again (_record_end)."""
+
+    def __init__(self, pool: asyncpg.Pool, result: RunResult, window: timedelta) -> None:
+        self.pool, self.result, self.window = pool, result, window
+        self.lock = asyncio.Lock()
+        self.gone: str | None = None
+
+    async def wait_for_server(self, fault: BaseException) -> BaseException | None:
+        """Reconnect (the pool's old connections are dropped) and record a
+        progress heartbeat; None once that worked, else the last fault."""
+        await self.pool.expire_connections()
+        deadline = time.monotonic() + self.window.total_seconds()
+        pause = RECONNECT_PAUSE_S[0]
+        log.warning("run #%d lost the database (%s); reconnecting for up to %ss", self.result.run_id,
+                    _first_line(fault), round(self.window.total_seconds()))
+        while True:
+            try:
+                await _record(self.pool, self.result, final=False)
+            except DB_FAULTS as exc:
+                if not is_connection_fault(exc):
+                    return None            # the server answered
+                fault = exc
+            else:
+                log.warning("run #%d reconnected", self.result.run_id)
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return fault
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, RECONNECT_PAUSE_S[1])
+
+    async def recover(self, fault: BaseException) -> bool:
+        """True when the server is back (go on), False when the run is over."""
+        async with self.lock:
+            if self.gone is None:
+                last = await self.wait_for_server(fault)
+                if last is not None:
+                    self.give_up(f"lost the database and could not reconnect within "
+                                 f"{round(self.window.total_seconds())}s ({_first_line(last)})")
+            return self.gone is None
+
+    def give_up(self, why: str) -> None:
+        if self.gone is None:
+            self.gone = self.result.error = why
+            log.warning("run #%d stops: %s", self.result.run_id, why)
+
+    async def step(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a step of the run (not a chunk: those fail on their own), again
+        after a reconnect; a database error that remains ends the run."""
+        while self.gone is None:
+            try:
+                await work()
+                return
+            except DB_FAULTS as exc:
+                if not is_connection_fault(exc):
+                    self.give_up(f"database error: {_first_line(exc)}")
+                elif not await self.recover(exc):
+                    return
+
+
+RELEASED = "claims released"
+
+
+async def _release_quietly(pool: asyncpg.Pool, link: _Link, release: dict[int, date],
+                           fault: BaseException) -> str:
+    """Give back our claims on a fresh connection (after the server is back,
+    when `fault` lost it); say what happened to them."""
     if not release:
-        return "claims released"
+        return RELEASED
     pids = sorted(release)
-    try:
-        async with pool.acquire() as conn:
-            await release_claims(conn, run_id, pids, [release[p] for p in pids])
-        return "claims released"
-    except DB_FAULTS:
-        return "claims left to expire with their lease"
+    if not is_connection_fault(fault) or await link.recover(fault):
+        try:
+            async with pool.acquire() as conn:
+                await release_claims(conn, link.result.run_id, pids, [release[p] for p in pids])
+            return RELEASED
+        except DB_FAULTS:
+            pass
+    held = link.result.unreleased
+    for pid, day in release.items():
+        held[pid] = min(held.get(pid, day), day)
+    return ("claims not released (the database is away): the run gives them back when it records its end, "
+            "else they expire with their lease and a later run takes them over")
 
 
 class _Chunk:
@@ -407,20 +545,24 @@ class _Chunk:
 
 
 async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], starts: list[date],
-                         floors: bool, opts: BatchOptions) -> None:
+                         floors: bool, opts: BatchOptions, link: _Link) -> None:
     run_id = result.run_id
-    try:
-        async with pool.acquire() as conn:
-            plan = await claim_owed(conn, run_id, result.date, ids, opts.lease, starts, floors)
-    except DB_FAULTS as exc:
-        # Unsure what we own: give back whatever we may hold of these portfolios.
-        note = await _release_quietly(pool, run_id, dict(zip(ids, starts, strict=True)))
-        if not floors:
-            result.chain_starts[result.date] += len(ids)
-        for pid, start in zip(ids, starts, strict=True):
-            days = [d for d in sorted(result.tallies) if d >= start] if floors else [result.date]
-            result.fail(pid, days, f"chunk failed while claiming ({_first_line(exc)}); {note}")
-        return
+    for retry in (False, True):
+        try:
+            async with pool.acquire() as conn:
+                plan = await claim_owed(conn, run_id, result.date, ids, opts.lease, starts, floors)
+            break
+        except DB_FAULTS as exc:
+            # Unsure what we own: give back whatever we may hold of these portfolios.
+            note = await _release_quietly(pool, link, dict(zip(ids, starts, strict=True)), exc)
+            if not retry and note == RELEASED and is_connection_fault(exc):
+                continue      # the server was lost before any work: none of it is ours now; claim again
+            if not floors:
+                result.chain_starts[result.date] += len(ids)
+            for pid, start in zip(ids, starts, strict=True):
+                days = [d for d in sorted(result.tallies) if d >= start] if floors else [result.date]
+                result.fail(pid, days, f"chunk failed while claiming ({_first_line(exc)}); {note}")
+            return
     if not floors:
         result.chain_starts.update(plan.starts)
     result.reclaimed += plan.reclaimed
@@ -437,8 +579,12 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], 
                 owned = chunk.active(day)
                 if not owned:
                     continue
-                fin = await finalize_chunk(conn, run_id, day, owned)
+                fin, poisoned = await finalize_isolating(conn, run_id, day, owned)
                 _count(result, chunk, day, fin)
+                for pid, why in poisoned.items():
+                    result.fail(pid, [day], why)
+                    chunk.stop(pid, day, "failed", f"not computed: {day} failed ({why})")
+                    chunk.release[pid] = day          # its claim on `day` too: the statement wrote nothing
                 counted_through = day
                 if chunk.release:
                     pids = sorted(chunk.release)
@@ -451,7 +597,7 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], 
                    for p, dates in chunk.mine.items() if p not in chunk.stopped}
         pending = {p: ds for p, ds in pending.items() if ds}
         release = {**chunk.release, **{p: ds[0] for p, ds in pending.items()}}
-        note = await _release_quietly(pool, run_id, release)
+        note = await _release_quietly(pool, link, release, exc)
         for pid, days in pending.items():
             result.fail(pid, days, f"chunk failed ({_first_line(exc)}); {note}")
 
@@ -523,37 +669,41 @@ class _Chunks:
     """Hands out the run's chunks in portfolio-id order (keyset pagination),
     one at a time, to however many workers share the run."""
 
-    def __init__(self, pool: asyncpg.Pool, filter_ids: list[int] | None, size: int, run_id: int) -> None:
-        self.pool, self.filter_ids, self.size, self.run_id = pool, filter_ids, size, run_id
+    def __init__(self, pool: asyncpg.Pool, filter_ids: list[int] | None, size: int, link: _Link) -> None:
+        self.pool, self.filter_ids, self.size, self.link = pool, filter_ids, size, link
         self.last_id = 0
         self.lock = asyncio.Lock()
 
     async def next(self) -> list[int]:
+        """The next chunk's ids; [] at the end, or when the run is over (the
+        server stayed away: link.gone)."""
+        ids: list[int] = []
+
+        async def fetch() -> None:
+            nonlocal ids
+            async with self.pool.acquire() as conn:
+                ids = [r["id"] for r in await conn.fetch(
+                    sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids, self.size)]
+
         async with self.lock:
-            try:
-                async with self.pool.acquire() as conn:
-                    ids = [r["id"] for r in await conn.fetch(
-                        sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids, self.size)]
-            except DB_FAULTS as exc:
-                raise DatabaseUnavailable(f"lost the database mid-run (run #{self.run_id}): {_first_line(exc)}; "
-                                          "unfinished claims expire with their lease") from None
+            await self.link.step(fetch)
             if ids:
                 self.last_id = ids[-1]
             return ids
 
 
 async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None, opts: BatchOptions,
-                     on_progress: ProgressFn | None, stop: asyncio.Event | None, workers: int) -> None:
-    chunks = _Chunks(pool, filter_ids, opts.chunk_size, result.run_id)
+                     on_progress: ProgressFn | None, stop: asyncio.Event | None, workers: int, link: _Link) -> None:
+    chunks = _Chunks(pool, filter_ids, opts.chunk_size, link)
     done = 0
 
     async def worker() -> None:
         nonlocal done
-        while not (stop and stop.is_set()):
+        while not (stop and stop.is_set()) and link.gone is None:
             ids = await chunks.next()
             if not ids:
                 return
-            await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts)
+            await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts, link)
             done += len(ids)
             await _heartbeat(pool, result)
             if on_progress:
@@ -567,16 +717,17 @@ async def _settle_lost(pool: asyncpg.Pool, result: RunResult) -> None:
     then that run holds them, and they are held."""
     if not result.lost_slots:
         return
-    slots, result.lost_slots = result.lost_slots, []
+    slots = result.lost_slots
     async with pool.acquire() as conn:
         rows = await conn.fetch(sql("batch/find_unfinished_slots"), [p for p, _ in slots], [d for _, d in slots])
+    result.lost_slots = []
     for r in rows:
         result.tally(r["snapshot_date"]).lost -= 1
         result.hold(r["portfolio_id"], [r["snapshot_date"]])
 
 
 async def _revisit(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions, stop: asyncio.Event | None,
-                   workers: int) -> None:
+                   workers: int, link: _Link) -> None:
     """Look again at the held slots: done by their holder by now (already done),
     free or expired (ours now: computed), or still held."""
     floors, result.revisit = result.revisit, {}
@@ -586,9 +737,9 @@ async def _revisit(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions, st
     queue = [pids[i:i + opts.chunk_size] for i in range(0, len(pids), opts.chunk_size)]
 
     async def worker() -> None:
-        while queue and not (stop and stop.is_set()):
+        while queue and not (stop and stop.is_set()) and link.gone is None:
             ids = queue.pop(0)
-            await _process_chunk(pool, result, ids, [floors[p] for p in ids], True, opts)
+            await _process_chunk(pool, result, ids, [floors[p] for p in ids], True, opts, link)
             await _heartbeat(pool, result)
 
     await asyncio.gather(*(worker() for _ in range(workers)))
@@ -607,17 +758,17 @@ async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
 
 
 async def _finish_held(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions, stop: asyncio.Event | None,
-                       workers: int) -> None:
+                       workers: int, link: _Link) -> None:
     """After the pass: look at held slots again once; with opts.wait keep looking
     (taking over what expires) until none is left or one lease has passed."""
     await _settle_lost(pool, result)
     if result.revisit and not (stop and stop.is_set()):
-        await _revisit(pool, result, opts, stop, workers)
+        await _revisit(pool, result, opts, stop, workers, link)
         await _settle_lost(pool, result)
     started = time.monotonic()
     deadline = started + opts.lease.total_seconds()
     poll = WAIT_POLL_S[0]
-    while opts.wait and result.revisit and not (stop and stop.is_set()):
+    while opts.wait and result.revisit and not (stop and stop.is_set()) and link.gone is None:
         left = deadline - time.monotonic()
         if left <= 0:
             break
@@ -626,11 +777,11 @@ async def _finish_held(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions
         await _heartbeat(pool, result)
         if stop and stop.is_set():
             break
-        await _revisit(pool, result, opts, stop, workers)
+        await _revisit(pool, result, opts, stop, workers, link)
         await _settle_lost(pool, result)
     result.waited = time.monotonic() - started if opts.wait else 0.0
     for last_look in (False, True):
-        if not result.revisit:
+        if not result.revisit or link.gone is not None:
             break
         pids = sorted(result.revisit)
         async with pool.acquire() as conn:
@@ -640,7 +791,7 @@ async def _finish_held(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions
         if rows or last_look or (stop and stop.is_set()):
             break
         # Nobody holds them any more: their holders finished between the revisit and now. Look once more.
-        await _revisit(pool, result, opts, stop, workers)
+        await _revisit(pool, result, opts, stop, workers, link)
         await _settle_lost(pool, result)
 
 
@@ -665,13 +816,18 @@ async def run_range(
     started = time.monotonic()
     start = start or last
     result, filter_ids = await _start(pool, last, start, opts, report_dates or (last,))
-    try:
-        await _main_pass(pool, result, filter_ids, opts, on_progress, stop, workers)
-        await _finish_held(pool, result, opts, stop, workers)
-        result.status = _status(result, bool(stop and stop.is_set()))
+    link = _Link(pool, result, opts.reconnect)
+
+    async def mark_abandoned() -> None:
         # A run we waited for (or took over) may have died meanwhile: say so now.
         async with pool.acquire() as conn:
             result.abandoned_runs += [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
+
+    try:
+        await _main_pass(pool, result, filter_ids, opts, on_progress, stop, workers, link)
+        await link.step(lambda: _finish_held(pool, result, opts, stop, workers, link))
+        await link.step(mark_abandoned)
+        result.status = _status(result, bool(stop and stop.is_set()))
     except BaseException:
         result.status = "interrupted" if stop and stop.is_set() else "failed"
         result.seconds = time.monotonic() - started
@@ -681,8 +837,33 @@ async def run_range(
             pass
         raise
     result.seconds = time.monotonic() - started
-    await _record(pool, result, final=True)
+    await _record_end(pool, link, result)
     return result
+
+
+async def _record_end(pool: asyncpg.Pool, link: _Link, result: RunResult) -> None:
+    """Give back the claims failed chunks could not, and record the outcome.
+    A server that is away is waited for once more (one reconnect window; the
+    outcome is recorded as soon as it answers). If it stays away, the result
+    says so: the batch_runs row stays 'running' until a later run marks it
+    abandoned, and those claims expire with their lease."""
+    for last_try in (False, True):
+        try:
+            if result.unreleased:
+                pids = sorted(result.unreleased)
+                async with pool.acquire() as conn:
+                    await release_claims(conn, result.run_id, pids, [result.unreleased[p] for p in pids])
+                result.unreleased.clear()
+            await _record(pool, result, final=True)
+            return
+        except DB_FAULTS as exc:
+            if last_try or not is_connection_fault(exc) or await link.wait_for_server(exc) is not None:
+                left = (f"; {len(result.unreleased)} portfolio(s)' claims expire with their lease"
+                        if result.unreleased else "")
+                result.error = (f"{result.error + '; ' if result.error else ''}could not record the run's end "
+                                f"({_first_line(exc)}): batch_runs #{result.run_id} stays 'running' until a "
+                                f"later run marks it abandoned{left}")
+                return
 
 
 async def run(pool: asyncpg.Pool, day: DayRequest | date | str, opts: BatchOptions = BatchOptions(),

@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -304,6 +305,12 @@ class ScrubbingFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return scrub(super().format(record), *self.dsns, secrets=self.secrets)
 
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        """A logged exception (a driver's background task, asyncio's "never
+        retrieved") as one line: never a traceback on a user's terminal."""
+        exc = ei[1] if ei and len(ei) > 1 else None
+        return f"  ({type(exc).__name__}: {first_line(exc)})" if exc is not None else ""
+
 
 # ---------------------------------------------------------------- roles and privileges
 # sql/roles/create_roles.sql creates these (its psql variables can rename them).
@@ -397,32 +404,104 @@ def describe_connect_error(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+# ---------------------------------------------------------------- faults
+# SQLSTATEs that mean "the connection (or the server) is gone", not "this
+# statement failed": class 08 (connection exception), 57P01 admin shutdown
+# (fast shutdown, pg_terminate_backend), 57P02 crash shutdown (immediate
+# shutdown, a backend crash), 57P03 cannot connect now (starting up,
+# shutting down, in recovery).
+_CONNECTION_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+# Faults of the connection itself, not of a statement: the socket broke, or the
+# driver's state machine lost track (InternalClientError: "cannot switch to
+# state 15; another operation (2) is in progress" after a shutdown message).
+CONNECTION_FAULTS: tuple[type[BaseException], ...] = (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+
+
+def is_connection_fault(exc: BaseException) -> bool:
+    """True when `exc` says the connection or the server went away (worth a
+    reconnect), False when a statement failed on a live connection."""
+    if isinstance(exc, CONNECTION_FAULTS):
+        return True
+    state = sqlstate_of(exc)
+    return state is not None and (state.startswith("08") or state in _CONNECTION_SQLSTATES)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True for the errors a row's data causes (class 22 data exception:
+    numeric overflow 22003, division by zero 22012, ...; class 23 integrity
+    constraint violation: a check 23514, ...): the same statement over other
+    rows may succeed."""
+    state = sqlstate_of(exc)
+    return state is not None and state[:2] in ("22", "23")
+
+
+class Pool(asyncpg.Pool):
+    """asyncpg's pool, except that giving back a connection never raises.
+
+    After a server restart a connection can come back mid-protocol (the
+    server's shutdown message arrived, the socket's close not yet): asyncpg's
+    release then fails resetting it (InternalClientError, InterfaceError,
+    OSError) after having terminated it, and that error would replace the
+    one that matters (the statement's). The connection is gone either way;
+    the pool opens a new one on the next acquire."""
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 (asyncpg's signature)
+        try:
+            await super().release(connection, timeout=timeout)
+        except (*CONNECTION_FAULTS, asyncpg.PostgresError):
+            with suppress(Exception):
+                connection.terminate()
+
+
+POOL_CLOSE_TIMEOUT_S = 10.0
+
+
 @asynccontextmanager
 async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
-    """An asyncpg pool; connection failures become DatabaseUnavailable."""
+    """An asyncpg pool (see Pool); connection failures become DatabaseUnavailable.
+
+    min_size 0: asyncpg >= 0.32 keeps a floor of min_size connections with a
+    background task that logs every failed attempt while the server is away;
+    connections are opened on demand instead, and the first one here, so that
+    a wrong DSN fails now, with one line."""
+    pool = Pool(
+        settings.dsn,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        min_size=0,
+        max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        setup=None,
+        init=None,
+        loop=None,
+        timeout=CONNECT_TIMEOUT_S,
+        command_timeout=None,
+        server_settings={
+            "application_name": settings.application_name,
+            "statement_timeout": str(settings.statement_timeout_ms),
+            "lock_timeout": "30000",
+            # Every statement here is a big set-based one whose plan depends on the
+            # size of the bound arrays: plan each execution with its real values.
+            "plan_cache_mode": "force_custom_plan",
+            # Per-chunk statements run in milliseconds; compiling them costs more.
+            "jit": "off",
+        },
+    )
     try:
-        pool = await asyncpg.create_pool(
-            settings.dsn,
-            min_size=1,
-            max_size=max_size,
-            timeout=CONNECT_TIMEOUT_S,
-            command_timeout=None,
-            server_settings={
-                "application_name": settings.application_name,
-                "statement_timeout": str(settings.statement_timeout_ms),
-                "lock_timeout": "30000",
-                # Every statement here is a big set-based one whose plan depends on the
-                # size of the bound arrays: plan each execution with its real values.
-                "plan_cache_mode": "force_custom_plan",
-                # Per-chunk statements run in milliseconds; compiling them costs more.
-                "jit": "off",
-            },
-        )
+        await pool
+        async with pool.acquire():
+            pass
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        pool.terminate()
         raise DatabaseUnavailable(
             f"cannot connect to {redact(settings.dsn)}: {scrub(describe_connect_error(exc), settings.dsn)}"
         ) from None
     try:
         yield pool
     finally:
-        await pool.close()
+        # Closing politely needs the server; one that went away gets the socket closed.
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT_S)
+        except Exception:
+            pool.terminate()

@@ -179,8 +179,19 @@ class LocalServer:
             return "no server.log"
         return " | ".join(lines[-3:]) or "server.log is empty"
 
-    def stop(self) -> None:
-        self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"])
+    def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop: `fast` (sessions are told and ended, 57P01), `immediate`
+        (every process quits at once, crash recovery on the next start) or
+        `smart` (waits for sessions to end)."""
+        if mode not in ("smart", "fast", "immediate"):
+            raise ValueError(f"unknown shutdown mode {mode!r}")
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-m", mode, "-w", "stop"])
+
+    def restart(self, mode: str = "fast", extra_settings: dict[str, str] | None = None) -> None:
+        """Stop (in `mode`) and start again on the same port: what a server
+        restart or failover looks like to the clients."""
+        self.stop(mode)
+        self.start(extra_settings)
 
     def running(self) -> bool:
         """pg_ctl status: 0 when a server runs on this data directory."""
