@@ -88,7 +88,7 @@ CREATE TABLE portfolio_snapshots (
     CONSTRAINT pk_portfolio_snapshots PRIMARY KEY (id),
     CONSTRAINT fk_portfolio_snapshots_portfolio FOREIGN KEY (portfolio_id) REFERENCES portfolios (id),
     CONSTRAINT uq_portfolio_snapshot_date UNIQUE (portfolio_id, snapshot_date)
-);
+) WITH (fillfactor = 90);   -- claims go to fresh pages, not into full pages' crumbs (0011)
 CREATE INDEX ix_portfolio_snapshots_incomplete
     ON portfolio_snapshots (portfolio_id, snapshot_date) WHERE NOT is_complete;
 

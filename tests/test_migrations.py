@@ -12,7 +12,8 @@ from tests.conftest import Db, run_cli
 
 ALL = ["0001_baseline", "0002_operations", "0002b_rescue_audit", "0003_idempotency_precheck",
        "0004_snapshot_indexes_concurrently", "0005_unique_snapshot_constraint", "0006_drop_redundant_snapshot_index",
-       "0007_dates_and_undo", "0010_positions_covering_index"]
+       "0007_dates_and_undo", "0010_positions_covering_index",
+       "0011_snapshot_fillfactor"]
 
 
 def fingerprint(db: Db) -> dict[str, list[tuple]]:
@@ -29,6 +30,9 @@ def fingerprint(db: Db) -> dict[str, list[tuple]]:
         "indexes": db.all(
             "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
             " AND tablename NOT LIKE '%yoyo%' ORDER BY 1, 2"),
+        "storage": db.all(
+            "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND reloptions IS NOT NULL AND relname NOT LIKE '%yoyo%' ORDER BY 1"),
     }
 
 
@@ -50,6 +54,7 @@ def test_migrate_rollback_migrate_gives_the_same_schema(empty_db: Db) -> None:
     full = fingerprint(empty_db)
     assert ("portfolio_snapshots", "uq_portfolio_snapshot_date", "UNIQUE (portfolio_id, snapshot_date)") \
         in full["constraints"]
+    assert full["storage"] == [("portfolio_snapshots", ["fillfactor=90"])]
 
     res = run_cli("rollback", "--to", "0002b", "--yes", dsn=empty_db.dsn)
     assert res.code == 0, res.err
@@ -59,7 +64,7 @@ def test_migrate_rollback_migrate_gives_the_same_schema(empty_db: Db) -> None:
     assert not any(c[1] == "is_complete" for c in partial["columns"])
 
     assert run_cli("rollback", "--all", "--yes", dsn=empty_db.dsn).code == 0
-    assert fingerprint(empty_db) == {"columns": [], "constraints": [], "indexes": []}
+    assert fingerprint(empty_db) == {"columns": [], "constraints": [], "indexes": [], "storage": []}
 
     assert run_cli("migrate", dsn=empty_db.dsn).code == 0
     assert fingerprint(empty_db) == full
