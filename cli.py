@@ -473,6 +473,10 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
         click.echo("health    " + ("healthy (" + ", ".join(c.name for c in st.checks) + ")" if not bad else
                                    "NOT healthy: " + ", ".join(f"{c.name} ({c.error or f'{c.rows} rows'})"
                                                                for c in bad) + " -> pnl verify"))
+        marks = next((c for c in bad if c.name == "marks_differ_from_prices" and c.rows), None)
+        if marks:
+            click.echo(f"          {marks.rows} valuation mark(s) differ from market_prices (a close corrected or "
+                       f"loaded after its date ran) -> pnl repair --from {marks.examples[0]['mark_date']}")
 
 
 EX_TEMPFAIL = 75      # sysexits.h: "temporary failure, try again later"
