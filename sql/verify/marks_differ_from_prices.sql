@@ -21,24 +21,14 @@
 -- that date from market_prices (the old ones archived in
 -- valuation_mark_repair_audit) and replays the affected portfolios.
 -- Zero rows = healthy. Run it with: psql "$DATABASE_URL" -f sql/verify/marks_differ_from_prices.sql
-SELECT d.*
-  FROM (
+WITH differing AS MATERIALIZED (
+    -- one backward probe of pk_market_prices per mark; the portfolios are
+    -- counted only for the marks that differ (MATERIALIZED: never per mark)
     SELECT vm.mark_date, vm.symbol, vm.close_price AS mark, vm.price_date AS mark_price_date,
            cur.close_price AS current_close, cur.price_date AS current_price_date,
            CASE WHEN cur.price_date = vm.price_date THEN 'corrected'
                 WHEN cur.price_date > vm.price_date THEN 'arrived_late'
-                ELSE 'deleted' END AS kind,
-           (SELECT count(DISTINCT p.portfolio_id)
-              FROM positions AS p
-             WHERE p.symbol = vm.symbol
-               AND p.entry_date <= vm.mark_date
-               AND (p.exit_date IS NULL OR p.exit_date > vm.mark_date)
-               AND EXISTS (SELECT 1 FROM portfolio_snapshots AS s
-                            WHERE s.portfolio_id = p.portfolio_id AND s.is_complete
-                              AND s.snapshot_date >= vm.mark_date
-                              AND s.snapshot_date <= COALESCE(
-                                    (SELECT min(mp.price_date) FROM market_prices AS mp
-                                      WHERE mp.price_date > vm.mark_date), vm.mark_date))) AS portfolios_affected
+                ELSE 'deleted' END AS kind
       FROM valuation_marks AS vm
       LEFT JOIN LATERAL (
             SELECT mp.close_price, mp.price_date
@@ -48,6 +38,24 @@ SELECT d.*
              LIMIT 1) AS cur ON true
      WHERE cur.price_date IS DISTINCT FROM vm.price_date
         OR cur.close_price IS DISTINCT FROM vm.close_price
-       ) AS d
- WHERE d.portfolios_affected > 0
- ORDER BY d.mark_date, d.symbol;
+),
+counted AS (
+    SELECT d.*,
+           (SELECT count(DISTINCT p.portfolio_id)
+              FROM positions AS p
+             WHERE p.symbol = d.symbol
+               AND p.entry_date <= d.mark_date
+               AND (p.exit_date IS NULL OR p.exit_date > d.mark_date)
+               AND EXISTS (SELECT 1 FROM portfolio_snapshots AS s
+                            WHERE s.portfolio_id = p.portfolio_id AND s.is_complete
+                              AND s.snapshot_date >= d.mark_date
+                              AND s.snapshot_date <= COALESCE(
+                                    (SELECT min(mp.price_date) FROM market_prices AS mp
+                                      WHERE mp.price_date > d.mark_date), d.mark_date))) AS portfolios_affected
+      FROM differing AS d
+)
+SELECT c.mark_date, c.symbol, c.mark, c.mark_price_date, c.current_close, c.current_price_date, c.kind,
+       c.portfolios_affected
+  FROM counted AS c
+ WHERE c.portfolios_affected > 0
+ ORDER BY c.mark_date, c.symbol;
