@@ -9,6 +9,14 @@ dates and claims them (sql/batch/claim_owed_dates.sql); then each date of the
 chunk is finalized in order. A late, skipped or failed day is therefore filled
 by the next run, and runs that overlap cooperate through the claims.
 
+Prices: before anything is written, the run checks every date it may cover
+(sql/batch/check_run_prices.sql): the first date on which more held symbols than
+--max-stale have no close (they would be carried forward) is refused with every
+later date (StalePrices when that is the first date: nothing written, exit 75).
+Then, once per run and date, before any chunk, sql/batch/fix_marks.sql fixes
+the date's valuation marks (INSERT ... ON CONFLICT DO NOTHING): every run of a
+date values with the same closes, and the next date starts from them.
+
 Every database write is one set-based statement from sql/batch/, over a whole
 chunk of portfolios. The unique constraint uq_portfolio_snapshot_date is the
 arbiter between concurrent runs; this module holds no state of its own between
@@ -129,7 +137,7 @@ class Refused:
     """A claimed portfolio finalize_claimed.sql did not compute (its claim released)."""
 
     portfolio_id: int
-    kind: str        # missing_price | later_snapshot | earlier_unfinished | missing_earlier
+    kind: str        # missing_price | bad_price | missing_mark | later_snapshot | earlier_unfinished | missing_earlier
     detail: str
 
 

@@ -46,18 +46,24 @@ symbols(symbol) AS (
      WHERE y.symbol IS NOT NULL
 ),
 held AS (
+    -- Probes only, by construction: a LATERAL ... LIMIT 1 per (date, symbol)
+    -- for an open position (EXISTS here became a hash semi-join over every
+    -- position), scalar subqueries for the rest (never hashed over market_prices).
     SELECT k.d, y.symbol,
-           EXISTS (SELECT 1 FROM valuation_marks AS vm
-                    WHERE vm.mark_date = k.d AND vm.symbol = y.symbol) AS marked,
-           EXISTS (SELECT 1 FROM market_prices AS mp
-                    WHERE mp.symbol = y.symbol AND mp.price_date = k.d) AS on_date,
-           EXISTS (SELECT 1 FROM market_prices AS mp
-                    WHERE mp.symbol = y.symbol AND mp.price_date < k.d) AS earlier
+           (SELECT vm.price_date FROM valuation_marks AS vm
+             WHERE vm.mark_date = k.d AND vm.symbol = y.symbol) IS NOT NULL AS marked,
+           (SELECT mp.price_date FROM market_prices AS mp
+             WHERE mp.symbol = y.symbol AND mp.price_date = k.d) IS NOT NULL AS on_date,
+           (SELECT mp.price_date FROM market_prices AS mp
+             WHERE mp.symbol = y.symbol AND mp.price_date < k.d
+             ORDER BY mp.price_date DESC LIMIT 1) IS NOT NULL AS earlier
       FROM calendar AS k
       JOIN symbols AS y ON k.d IS NOT NULL AND y.symbol IS NOT NULL
-     WHERE EXISTS (SELECT 1 FROM positions AS p
-                    WHERE p.symbol = y.symbol AND p.entry_date <= k.d
-                      AND (p.exit_date IS NULL OR p.exit_date > k.d))
+      JOIN LATERAL (
+            SELECT 1 AS one FROM positions AS p
+             WHERE p.symbol = y.symbol AND p.entry_date <= k.d
+               AND (p.exit_date IS NULL OR p.exit_date > k.d)
+             LIMIT 1) AS open ON true
 )
 SELECT k.d AS mark_date,
        count(h.symbol) AS held,

@@ -143,12 +143,13 @@ valued AS (
            CASE WHEN a.exit_date <= $2::date THEN a.exit_price
                 ELSE c.close_d END                                        AS end_price,
            (a.exit_date IS NULL OR a.exit_date > $2::date)                AS open_at_d,
-           -- why a price is unusable (NULL: it is fine)
+           -- why a price is unusable, by precedence (NULL: it is fine):
+           -- 1 missing_price, 2 bad_price, 3 missing_mark
            CASE WHEN (a.exit_date IS NULL OR a.exit_date > $2::date) AND c.close_d IS NULL THEN
-                     CASE WHEN c.unmarked_close_d IS NULL THEN 'missing_price'
-                          WHEN c.unmarked_close_d <= 0 THEN 'bad_price'
-                          ELSE 'missing_mark' END
-                WHEN a.b IS NOT NULL AND a.entry_date <= a.b AND c.close_b <= 0 THEN 'bad_price'
+                     CASE WHEN c.unmarked_close_d IS NULL THEN 1
+                          WHEN c.unmarked_close_d <= 0 THEN 2
+                          ELSE 3 END
+                WHEN a.b IS NOT NULL AND a.entry_date <= a.b AND c.close_b <= 0 THEN 2
            END                                                            AS price_problem
       FROM alive AS a
       JOIN closes AS c                       -- B is NULL when no price predates D
@@ -162,9 +163,9 @@ per_portfolio AS (
            count(*) FILTER (WHERE v.open_at_d AND v.units <> 0)            AS num_positions,
            -- A plain array_agg keeps this a hash aggregate (DISTINCT or ORDER BY
            -- inside an aggregate forces a sort of every row of the chunk).
-           array_agg(v.symbol) FILTER (WHERE v.price_problem = 'missing_price') AS missing_symbols,
-           array_agg(v.symbol) FILTER (WHERE v.price_problem = 'bad_price')     AS bad_symbols,
-           array_agg(v.symbol) FILTER (WHERE v.price_problem = 'missing_mark')  AS unmarked_symbols
+           min(v.price_problem)                                            AS price_problem,
+           array_agg(v.symbol) FILTER (WHERE v.price_problem IS NOT NULL)  AS problem_symbols,
+           array_agg(v.price_problem) FILTER (WHERE v.price_problem IS NOT NULL) AS problem_codes
       FROM valued AS v
      GROUP BY v.portfolio_id
 ),
@@ -186,14 +187,14 @@ computed AS (
            CASE WHEN b.later_complete IS NOT NULL THEN 'later_snapshot'
                 WHEN b.earlier_unfinished IS NOT NULL THEN 'earlier_unfinished'
                 WHEN b.missing_earlier IS NOT NULL THEN 'missing_earlier'
-                WHEN pp.missing_symbols IS NOT NULL THEN 'missing_price'
-                WHEN pp.bad_symbols IS NOT NULL THEN 'bad_price'
-                WHEN pp.unmarked_symbols IS NOT NULL THEN 'missing_mark' END AS failure_kind,
+                WHEN pp.price_problem IS NOT NULL THEN
+                     (ARRAY['missing_price', 'bad_price', 'missing_mark'])[pp.price_problem] END AS failure_kind,
            COALESCE(b.later_complete::text, b.earlier_unfinished::text, b.missing_earlier::text,
-                    array_to_string(ARRAY(SELECT DISTINCT m
-                                            FROM unnest(COALESCE(pp.missing_symbols, pp.bad_symbols,
-                                                                 pp.unmarked_symbols)) AS m
-                                           ORDER BY m), ','))
+                    -- the symbols with the failing problem (the arrays are aligned), by name
+                    array_to_string(ARRAY(SELECT DISTINCT m.symbol
+                                            FROM unnest(pp.problem_symbols, pp.problem_codes) AS m(symbol, code)
+                                           WHERE m.code = pp.price_problem
+                                           ORDER BY m.symbol), ','))
                                                            AS failure_detail
       FROM base AS b
       LEFT JOIN per_portfolio AS pp ON pp.portfolio_id = b.portfolio_id

@@ -22,14 +22,17 @@ WITH RECURSIVE symbols(symbol) AS (
      WHERE y.symbol IS NOT NULL
 ),
 unmarked AS (
+    -- probes only (see batch/check_run_prices.sql): LATERAL ... LIMIT 1, scalar subqueries
     SELECT y.symbol
       FROM symbols AS y
+      JOIN LATERAL (
+            SELECT 1 AS one FROM positions AS p
+             WHERE p.symbol = y.symbol AND p.entry_date <= $1::date
+               AND (p.exit_date IS NULL OR p.exit_date > $1::date)
+             LIMIT 1) AS open ON true
      WHERE y.symbol IS NOT NULL
-       AND EXISTS (SELECT 1 FROM positions AS p
-                    WHERE p.symbol = y.symbol AND p.entry_date <= $1::date
-                      AND (p.exit_date IS NULL OR p.exit_date > $1::date))
-       AND NOT EXISTS (SELECT 1 FROM valuation_marks AS vm
-                        WHERE vm.mark_date = $1::date AND vm.symbol = y.symbol)
+       AND (SELECT vm.price_date FROM valuation_marks AS vm
+             WHERE vm.mark_date = $1::date AND vm.symbol = y.symbol) IS NULL
 ),
 latest AS (
     SELECT u.symbol, c.close_price, c.price_date
