@@ -8,6 +8,7 @@ import json
 from datetime import date
 from decimal import Decimal as D
 
+import asyncpg
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -320,3 +321,34 @@ def test_sum_of_daily_pnl_is_units_times_the_move_of_the_marks(db: Db, plan: lis
         pid = add_portfolio(db.conn, "held", 1000)
         add_positions(db.conn, pid, [Position("AAA", UNITS, date(2026, 6, 1), D(90))])
     asyncio.run(play_prices(db.dsn, pid, plan))  # type: ignore[arg-type]
+
+
+async def _finalize_after_a_late_position(dsn: str, pid: int) -> tuple[list[str], list[str], list[int]]:
+    from datetime import timedelta
+
+    from pnl.queries import sql
+    conn = await asyncpg.connect(dsn)
+    try:
+        run_id = (await conn.fetchrow(sql("runs/start_run"), MON, "test", 1, None, None))["id"]
+        await batch.fix_marks(conn, MON, run_id)                 # the run fixes Mon's marks ...
+        await batch.claim_owed(conn, run_id, MON, [pid], timedelta(minutes=5), [MON])
+        # ... then a position in a symbol nobody held is booked before the chunk finalizes
+        await conn.execute("INSERT INTO positions (portfolio_id, symbol, quantity, entry_date, entry_price)"
+                           " VALUES ($1, 'NEW', 1, $2, 10)", pid, LONG)
+        fin = await batch.finalize_chunk(conn, run_id, MON, [pid])
+        return [r.kind for r in fin.refused], [r.detail for r in fin.refused], fin.done
+    finally:
+        await conn.close()
+
+
+def test_a_symbol_without_a_mark_is_refused_not_valued_with_a_fresh_close(db: Db) -> None:
+    add_prices(db.conn, {"AAA": {FRI: D(95), MON: D(100)}, "NEW": {FRI: D(10), MON: D(11)}})
+    pid = add_portfolio(db.conn, "p", 1000)
+    add_positions(db.conn, pid, [Position("AAA", D(1), LONG, D(90))])
+    kinds, details, done = asyncio.run(_finalize_after_a_late_position(db.dsn, pid))
+    assert (kinds, details, done) == (["missing_mark"], ["NEW"], [])
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0      # claim released
+    # The next run fixes the missing mark and computes the date.
+    code, out, _ = run(db, "run", "--date", MON.isoformat())
+    assert code == 0 and out["processed"] == 1 and marks(db, MON)["NEW"] == (D(11), MON)
+    assert nav(db, pid, MON) == D(1000) + 5 + 1
