@@ -48,7 +48,7 @@ from pnl.db import (
     translate_db_error,
 )
 from pnl.embedded import Embedded, default_data_dir
-from pnl.errors import BadInput, PnlError
+from pnl.errors import BadInput, PnlError, RetryLater
 
 T = TypeVar("T")
 
@@ -108,6 +108,20 @@ class DurationParam(click.ParamType):
             self.fail(f"{_shown(value)} is out of range: use {_human(self.minimum)} to {_human(self.maximum)}",
                       param, ctx)
         return timedelta(seconds=seconds)
+
+
+class MaxStaleParam(click.ParamType):
+    """--max-stale: a count of symbols (10), a fraction (0.05) or a percentage (5%)."""
+
+    name = "N|FRACTION|PCT"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> batch.StaleLimit:
+        if isinstance(value, batch.StaleLimit):
+            return value
+        try:
+            return batch.StaleLimit.parse(str(value))
+        except ValueError as exc:
+            self.fail(f"{_shown(value)} is {exc}", param, ctx)
 
 
 class IntRange(click.IntRange):
@@ -181,6 +195,8 @@ def fail(exc: BaseException) -> tuple[str, int]:
         return exc.format_message(), exc.exit_code
     if isinstance(exc, BadInput):
         return str(exc), 2
+    if isinstance(exc, RetryLater):
+        return str(exc), EX_TEMPFAIL
     if isinstance(exc, PnlError):
         return str(exc), 1
     if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) or type(exc).__module__.startswith("psycopg"):
@@ -434,6 +450,14 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
             f"already done {r['skipped']}, before chain {r['before_chain']}, held {r['held']}, failed {r['failed']}, "
             f"reclaimed {r['reclaimed']}, lost {r['lost']}{since}  {r['started_at'][:19]}  {r['host']}:{r['pid']}{flag}"
         )
+        prices = r.get("stale_symbols") or {}
+        if prices.get("count"):
+            click.echo(f"         carried forward {prices['count']} mark(s) with no close on their date: "
+                       + ", ".join(f"{d['date']} {d['count']} ({', '.join(d['names'][:5])}"
+                                   + (", ...)" if d['count'] > len(d['names'][:5]) else ")")
+                                   for d in prices.get("dates", [])[:5]))
+        if prices.get("refused"):
+            click.echo(f"         refused: {prices['refused']['message']}")
     if st.chain is not None:
         c = st.chain
         if c.latest_price_date is None:
@@ -456,6 +480,10 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
         click.echo("health    " + ("healthy (" + ", ".join(c.name for c in st.checks) + ")" if not bad else
                                    "NOT healthy: " + ", ".join(f"{c.name} ({c.error or f'{c.rows} rows'})"
                                                                for c in bad) + " -> pnl verify"))
+        marks = next((c for c in bad if c.name == "marks_differ_from_prices" and c.rows), None)
+        if marks:
+            click.echo(f"          {marks.rows} valuation mark(s) differ from market_prices (a close corrected or "
+                       f"loaded after its date ran) -> pnl repair --from {marks.examples[0]['mark_date']}")
 
 
 EX_TEMPFAIL = 75      # sysexits.h: "temporary failure, try again later"
@@ -467,7 +495,9 @@ Exit codes:
        operational error (database unreachable, schema not current, ...)
   2    bad input: not a price date, a date after today, unknown portfolio
   75   only held: other live runs own some slots (named, with their lease
-       expiry); run again later, or use --wait
+       expiry); run again later, or use --wait. Or prices missing: on a
+       date, more held symbols than --max-stale have no close (that date and
+       later ones not run, the earlier ones done); load them and run again
   130/143  stopped by SIGINT/SIGTERM after the chunks in flight"""
 
 
@@ -485,13 +515,15 @@ def batch_group(ctx: click.Context) -> None:
 
 
 def _batch_options(portfolio: tuple[int, ...], chunk_size: int, lease: timedelta,
-                   wait: bool = False, reconnect_for: timedelta = timedelta(minutes=1)) -> batch.BatchOptions:
+                   wait: bool = False, reconnect_for: timedelta = timedelta(minutes=1),
+                   max_stale: batch.StaleLimit | None = None) -> batch.BatchOptions:
     return batch.BatchOptions(
         portfolio_ids=tuple(sorted(set(portfolio))) or None,
         chunk_size=chunk_size,
         lease=lease,
         wait=wait,
         reconnect=reconnect_for,
+        **({"max_stale": max_stale} if max_stale is not None else {}),
     )
 
 
@@ -501,6 +533,10 @@ def batch_common(f: Callable) -> Callable:
                           "flight fail and the run keeps reconnecting this long (pauses of 0.25s doubling "
                           "to 5s) before it goes on, or gives up: exit 1, its outcome recorded once the "
                           "database answers (it waits one more such period for that).")(f)
+    f = click.option("--max-stale", type=MaxStaleParam(), default="5%", show_default=True,
+                     help="Refuse a date (exit 75, nothing of it written) when more of the symbols held that day "
+                          "than this have no close on it: a count (10), a fraction (0.05) or a percentage. "
+                          "Up to this many are carried forward from their latest close and reported.")(f)
     f = click.option("--wait", is_flag=True,
                      help="When other live runs hold some slots, wait for them (at most one --lease), take "
                           "over the ones whose lease expires, and finish: exit 0 instead of 75.")(f)
@@ -533,6 +569,12 @@ def _render_run(r: batch.RunResult, head: str) -> None:
         t = r.totals()
         click.echo(f"  ... {len(dates) - MAX_DATES_SHOWN} more date(s) (--json lists them all); in all: "
                    + ", ".join(f"{b.replace('_', ' ')} {t[b]}" for b in batch.BUCKETS))
+    for st in r.stale[:MAX_DATES_SHOWN]:
+        more = ", ..." if st.count > len(st.names) else ""
+        click.echo(f"  {st.day}  stale: {st.count} held symbol(s) have no close on that date, valued at their "
+                   f"latest earlier close: {', '.join(st.names)}{more}", err=True)
+    if r.refused:
+        click.echo(f"refused: {r.refused.message()}", err=True)
     if r.abandoned_runs:
         click.echo("marked abandoned (no heartbeat for longer than their lease, no live claims: their process "
                    f"died): {', '.join(f'#{i}' for i in r.abandoned_runs)}", err=True)
@@ -557,7 +599,8 @@ def _render_run(r: batch.RunResult, head: str) -> None:
 
 
 def _run_exit(r: batch.RunResult, stopper: Stopper) -> int:
-    return stopper.exit_code({"done": 0, "held": EX_TEMPFAIL, "failed": 1, "interrupted": 1}[r.outcome])
+    return stopper.exit_code({"done": 0, "held": EX_TEMPFAIL, "stale": EX_TEMPFAIL, "failed": 1,
+                              "interrupted": 1}[r.outcome])
 
 
 @batch_group.command("run", epilog=EXIT_CODES_HELP)
@@ -567,7 +610,8 @@ def _run_exit(r: batch.RunResult, stopper: Stopper) -> int:
 @batch_common
 @click.pass_obj
 def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chunk_size: int,
-                  lease: timedelta, workers: int, wait: bool, reconnect_for: timedelta, as_json: bool) -> None:
+                  lease: timedelta, workers: int, wait: bool, reconnect_for: timedelta,
+                  max_stale: batch.StaleLimit, as_json: bool) -> None:
     """Compute every portfolio's snapshots up to --date, exactly once, gap-free.
 
     For each portfolio: every price date after its latest complete snapshot,
@@ -579,8 +623,16 @@ def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chu
     Every portfolio ends each date in one bucket: processed, already done,
     before chain (dates before its first snapshot: not owed), held (another
     live run owns it), failed, lost (another run took our claim over).
+
+    Prices: the first run of a date fixes its valuation marks (the close of
+    every symbol held that day); every run of the date values with them, and
+    the next date starts from them, so a close loaded or corrected later never
+    makes a move vanish (`pnl verify` lists such marks; `pnl repair --from
+    DATE` re-fixes them). A held symbol with no close on the date is carried
+    forward from its latest close and reported (stale symbols); more of them
+    than --max-stale and the date is refused before anything is written.
     """
-    opts = _batch_options(portfolio, chunk_size, lease, wait, reconnect_for)
+    opts = _batch_options(portfolio, chunk_size, lease, wait, reconnect_for, max_stale)
     progress = Progress("batch", enabled=not as_json)
     stopper = Stopper()
 
@@ -607,7 +659,7 @@ def batch_run_cmd(ctx: Context, day: DayRequest, portfolio: tuple[int, ...], chu
 @click.pass_obj
 def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfolio: tuple[int, ...],
                        chunk_size: int, lease: timedelta, workers: int, wait: bool, reconnect_for: timedelta,
-                       as_json: bool) -> None:
+                       max_stale: batch.StaleLimit, as_json: bool) -> None:
     """Compute every price date in [--from, --to], as ONE run, in date order.
 
     Portfolios without a snapshot start at --from; the others catch up from
@@ -617,7 +669,7 @@ def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfo
     Dates already done cost one cheap look; a failed portfolio stops only its
     own later dates. The output reports each date.
     """
-    opts = _batch_options(portfolio, chunk_size, lease, wait, reconnect_for)
+    opts = _batch_options(portfolio, chunk_size, lease, wait, reconnect_for, max_stale)
     progress = Progress("backfill", enabled=not as_json)
     stopper = Stopper()
 
@@ -884,11 +936,13 @@ def verify_cmd(ctx: Context, as_json: bool) -> None:
 
 @cli.command("repair")
 @click.option("--portfolio", "portfolio", type=ID, multiple=True, metavar="ID",
-              help="The portfolio to repair (repeatable).")
+              help="The portfolio to repair (repeatable; needs --from).")
 @click.option("--from", "from_date", type=RUN_DATE, metavar="YYYY-MM-DD",
-              help="Recompute this date and every later snapshot.")
+              help="Recompute this date and every later snapshot. Without --portfolio: re-fix every valuation "
+                   "mark on or after it that differs from market_prices, and replay the portfolios it affects.")
 @click.option("--all-broken", is_flag=True,
-              help="Repair every portfolio the chain and equity checks flag, from its first broken date.")
+              help="Repair every portfolio the chain and equity checks flag, from its first broken date, and "
+                   "every valuation mark that differs from market_prices (with the portfolios it affects).")
 @click.option("--dry-run", is_flag=True, help="Print old vs new NAV per date; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @json_option
@@ -905,18 +959,29 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: DayRequest |
     snapshot_repair_audit, all in one transaction. Portfolios that cannot be
     replayed are listed, one line each, and the others are repaired (exit 1
     when any was left out).
+
+    A close corrected (or loaded late) after its date ran: `pnl repair --from
+    DATE` re-fixes the valuation marks on and after DATE that differ from
+    market_prices (the old ones archived in valuation_mark_repair_audit) and
+    replays every portfolio that held those symbols, in the same transaction
+    (`pnl verify` lists them: marks_differ_from_prices).
     """
-    if all_broken == bool(portfolio):
-        raise click.UsageError("give --portfolio ID --from DATE, or --all-broken")
-    if portfolio and from_date is None:
-        raise click.UsageError("--portfolio needs --from DATE")
+    if all_broken and (portfolio or from_date is not None):
+        raise click.UsageError("--all-broken takes neither --portfolio nor --from")
+    if not all_broken and from_date is None:
+        raise click.UsageError("give --from DATE (alone: re-fix the valuation marks that differ from market_prices; "
+                               "with --portfolio ID: replay those portfolios), or --all-broken")
 
     plan = with_pool(ctx, lambda pool: repair.plan_repair(pool, portfolio, from_date, all_broken))
     if not plan.targets:
         if as_json:
             emit_json(repair.RepairResult(dry_run=dry_run).to_json())
+        elif all_broken:
+            click.echo("nothing to repair: no portfolio is flagged by the chain or equity checks, and no valuation "
+                       "mark used by a snapshot differs from market_prices")
         else:
-            click.echo("nothing to repair: no portfolio is flagged by the chain or equity checks")
+            click.echo(f"nothing to repair: no valuation mark on or after {from_date} that a snapshot used differs "
+                       "from market_prices")
         return
     preview = plan.preview
     if dry_run or not preview.equity:
@@ -925,6 +990,7 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: DayRequest |
     if not as_json:
         click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(preview.equity)} portfolio(s), "
                    f"{preview.changed} with a different NAV (see them first with --dry-run)"
+                   + (f", after re-fixing {len(preview.marks)} valuation mark(s)" if preview.marks else "")
                    + (f"; {len(preview.refused)} portfolio(s) cannot be repaired" if preview.refused else ""))
     confirm_or_refuse(yes, "Apply the repair?")
     progress = Progress("repair", enabled=not as_json)
@@ -944,8 +1010,13 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
         emit_json(r.to_json())
         return
     head = ("dry run, nothing changed" if r.dry_run
-            else f"repair run #{r.rescue_run_id}, old rows in snapshot_repair_audit")
+            else f"repair run #{r.rescue_run_id}, old rows in snapshot_repair_audit"
+            + (", old marks in valuation_mark_repair_audit" if r.marks else ""))
     click.echo(f"{head}: {len(r.changes)} snapshot(s) of {len(r.equity)} portfolio(s), {r.changed} NAV(s) changed")
+    for m in r.marks[:MAX_LINES_SHOWN]:
+        click.echo(f"  mark {m.mark_date} {m.symbol}: {m.old_close} -> {m.new_close} (close of {m.new_price_date})")
+    if len(r.marks) > MAX_LINES_SHOWN:
+        click.echo(f"  ... and {len(r.marks) - MAX_LINES_SHOWN} more re-fixed mark(s) (--json lists them all)")
     for c in r.changes[:MAX_LINES_SHOWN]:
         mark = "" if c.old_nav == c.new_nav else "  *"
         click.echo(f"  portfolio {c.portfolio_id} {c.snapshot_date}: NAV {c.old_nav} -> {c.new_nav}{mark}")

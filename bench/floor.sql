@@ -1,6 +1,9 @@
 -- floor: the unsafe one-statement floor. Computes the snapshot for D ($1) of
 -- every portfolio with an id in [$2, $3], with the same rules as
--- sql/batch/finalize_claimed.sql, but for all of them at once, with plain
+-- sql/batch/finalize_claimed.sql (its valuation marks are the latest closes
+-- here: the bench loads every price before it runs, so a mark, fixed from
+-- market_prices by the first run of a date, is exactly that close), but for
+-- all of them at once, with plain
 -- hash joins, no claim, no fencing, no audit, and writes them into
 -- floor_snapshots (a copy of portfolio_snapshots with the same indexes).
 -- bench/floor_equity.sql then sets equity from it. Nothing that writes the
@@ -51,7 +54,7 @@ agg AS (
            sum(v.units * (v.end_price - v.start_price)) AS pnl,
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units > 0) AS long_value,
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units < 0) AS short_value,
-           count(*) FILTER (WHERE v.open_at_d) AS num_positions
+           count(*) FILTER (WHERE v.open_at_d AND v.units <> 0) AS num_positions
       FROM valued AS v GROUP BY v.portfolio_id
 ),
 flows AS (

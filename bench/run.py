@@ -215,8 +215,9 @@ def default_workers() -> int:
 
 # ---------------------------------------------------------------- state, floors, checks
 async def reset(dsn: str) -> None:
-    """Back to cold: no snapshots, no runs, the starting equity; vacuumed (floor_snapshots stays)."""
-    await execute(dsn, "TRUNCATE portfolio_snapshots, batch_runs")
+    """Back to cold: no snapshots, no runs, no valuation marks, the starting equity; vacuumed
+    (floor_snapshots stays). The marks go too: the history axis regenerates the prices."""
+    await execute(dsn, "TRUNCATE portfolio_snapshots, batch_runs, valuation_marks")
     await execute(dsn, "UPDATE portfolios AS p SET equity_balance = s.equity_balance"
                        " FROM bench_start AS s WHERE s.id = p.id AND p.equity_balance <> s.equity_balance")
     await settle(dsn)

@@ -18,7 +18,7 @@
 -- INVALID index, dropped first; the old index is dropped only once the new
 -- one is built.
 -- Rollback: rebuilds ix_positions_portfolio, then drops the covering index.
--- depends: 0007_dates_and_undo
+-- depends: 0009_positive_closes
 -- transactional: false
 
 SET lock_timeout = '5s';

@@ -9,6 +9,14 @@ dates and claims them (sql/batch/claim_owed_dates.sql); then each date of the
 chunk is finalized in order. A late, skipped or failed day is therefore filled
 by the next run, and runs that overlap cooperate through the claims.
 
+Prices: before anything is written, the run checks every date it may cover
+(sql/batch/check_run_prices.sql): the first date on which more held symbols than
+--max-stale have no close (they would be carried forward) is refused with every
+later date (StalePrices when that is the first date: nothing written, exit 75).
+Then, once per run and date, before any chunk, sql/batch/fix_marks.sql fixes
+the date's valuation marks (INSERT ... ON CONFLICT DO NOTHING): every run of a
+date values with the same closes, and the next date starts from them.
+
 Every database write is one set-based statement from sql/batch/, over a whole
 chunk of portfolios. The unique constraint uq_portfolio_snapshot_date is the
 arbiter between concurrent runs; this module holds no state of its own between
@@ -39,6 +47,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections import Counter, defaultdict
@@ -46,12 +55,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 
 from pnl.calendar import DayRequest, resolve_range, resolve_run_date
 from pnl.db import first_line, is_connection_fault, is_data_error, scrub
-from pnl.errors import BadInput
+from pnl.errors import BadInput, RetryLater
 from pnl.queries import sql
 
 MAX_RECORDED_FAILURES = 100      # kept in batch_runs.failures
@@ -71,6 +81,46 @@ DB_FAULTS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, asyncpg.Int
 BUCKETS = ("processed", "already_done", "before_chain", "held", "failed", "lost")
 
 
+MAX_STALE_NAMES = 20             # stale symbols named per date (all are counted)
+
+
+@dataclass(frozen=True)
+class StaleLimit:
+    """--max-stale: how many of a date's held symbols may have no close on it
+    (carried forward) before the run refuses the date: a count of symbols, or
+    a fraction of the held ones."""
+
+    count: int | None = None
+    fraction: Decimal | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> StaleLimit:
+        """`10` (symbols, 0 to 1e9), `0.05` (a fraction, 0 to 1) or `5%`; ValueError (saying
+        what is wrong, without the text) otherwise."""
+        raw = str(text).strip()
+        if re.fullmatch(r"[0-9]{1,10}", raw):
+            if int(raw) > 10**9:
+                raise ValueError("out of range: a count of symbols is at most 1000000000")
+            return cls(count=int(raw))
+        m = re.fullmatch(r"([0-9]{0,3}(?:\.[0-9]{1,12})?)(%?)", raw)
+        if not m or not m.group(1) or m.group(1) == ".":
+            raise ValueError("not a count of symbols (10), a fraction (0.05) or a percentage (5%)")
+        value = Decimal(m.group(1)) / (100 if m.group(2) else 1)
+        if not 0 <= value <= 1:
+            raise ValueError("out of range: a fraction is 0 to 1 (a percentage 0% to 100%)")
+        return cls(fraction=value)
+
+    def allows(self, missing: int, held: int) -> bool:
+        if self.count is not None:
+            return missing <= self.count
+        return missing <= (self.fraction or 0) * held
+
+    def __str__(self) -> str:
+        if self.count is not None:
+            return f"{self.count} symbol(s)"
+        return f"{((self.fraction or Decimal(0)) * 100).normalize():f}%"
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     portfolio_ids: tuple[int, ...] | None = None
@@ -82,6 +132,9 @@ class BatchOptions:
     # After losing the server mid-run: keep trying to reconnect this long (pauses
     # of 0.25 s doubling to 5 s) before the run gives up; once more to record its end.
     reconnect: timedelta = timedelta(minutes=1)
+    # Refuse a date (and every later one) on which more of the held symbols
+    # than this have no close (they would be carried forward).
+    max_stale: StaleLimit = field(default_factory=lambda: StaleLimit.parse("5%"))
 
 
 @dataclass(frozen=True)
@@ -100,7 +153,7 @@ class Refused:
     """A claimed portfolio finalize_claimed.sql did not compute (its claim released)."""
 
     portfolio_id: int
-    kind: str        # missing_price | later_snapshot | earlier_unfinished | missing_earlier
+    kind: str        # missing_price | bad_price | missing_mark | later_snapshot | earlier_unfinished | missing_earlier
     detail: str
 
 
@@ -188,6 +241,9 @@ class RunResult:
     # claims a failed chunk could not give back (the server was away): released
     # when the run records its end, else they expire with their lease
     unreleased: dict[int, date] = field(default_factory=dict)
+    # prices: what each covered date carried forward, and the dates refused as too stale
+    stale: list[StaleDate] = field(default_factory=list)
+    refused: StaleRefusal | None = None
 
     # ---- counting
     def tally(self, day: date) -> DateTally:
@@ -244,12 +300,25 @@ class RunResult:
 
     @property
     def outcome(self) -> str:
-        """'done' (exit 0), 'held' (75: retry), 'failed' (1) or 'interrupted'."""
+        """'done' (exit 0), 'held' (75: retry), 'stale' (75: dates refused for
+        missing closes), 'failed' (1) or 'interrupted'."""
         if self.status == "interrupted":
             return "interrupted"
         if self.failed or self.error:
             return "failed"
-        return "held" if self.held else "done"
+        if self.held:
+            return "held"
+        return "stale" if self.refused else "done"
+
+    def stale_json(self) -> dict:
+        """`stale_symbols`: what the run carried forward (count, the first names,
+        per date) and the dates it refused; also stored in batch_runs."""
+        names: list[str] = []
+        for s in self.stale:
+            names += [n for n in s.names if n not in names]
+        return {"count": sum(s.count for s in self.stale), "names": names[:MAX_STALE_NAMES],
+                "dates": [s.to_json() for s in self.stale],
+                "refused": self.refused.to_json() if self.refused else None}
 
     def to_json(self) -> dict:
         totals = self.totals()
@@ -269,6 +338,7 @@ class RunResult:
             "failures_truncated": self.failed > len(self.failures),
             "holders": [h.to_json() for h in self.holders],
             "abandoned_runs": self.abandoned_runs,
+            "stale_symbols": self.stale_json(),
             "waited_seconds": round(self.waited, 3),
             "seconds": round(self.seconds, 3),
         }
@@ -338,6 +408,10 @@ FAILURE_REASONS = {
                       "its equity chain; claim released",
     "earlier_unfinished": "its snapshot for {detail} (before {day}) is claimed but unfinished; "
                           "claim released: run {day} again once {detail} is done",
+    "bad_price": "bad price: the close of {detail} on or before {day} is <= 0; claim released: correct it in "
+                 "market_prices and run again",
+    "missing_mark": "no valuation mark of {detail} for {day} (a position added after this run fixed the "
+                    "date's marks); claim released: run again",
 }
 
 
@@ -397,6 +471,108 @@ async def release_claims(conn: asyncpg.Connection, run_id: int, ids: list[int],
     """Delete this run's unfinished claims of each portfolio on or after its date."""
     rows = await conn.fetch(sql("batch/release_claims"), run_id, ids, from_dates)
     return [(r["portfolio_id"], r["snapshot_date"]) for r in rows]
+
+
+# ---------------------------------------------------------------- prices: --max-stale and the valuation marks
+@dataclass(frozen=True)
+class DatePrices:
+    """One price date a run may cover, as sql/batch/check_run_prices.sql sees it."""
+
+    day: date
+    held: int                          # symbols held that day
+    stale: int                         # of which without a mark yet, no close on the day, an earlier one
+    names: list[str]                   # the first of those
+
+
+@dataclass(frozen=True)
+class StaleDate:
+    """A covered date's marks carried forward (held, no close on the date)."""
+
+    day: date
+    count: int
+    names: list[str]
+
+    def to_json(self) -> dict:
+        return {"date": self.day.isoformat(), "count": self.count, "names": self.names}
+
+
+@dataclass(frozen=True)
+class StaleRefusal:
+    """The first date a run refused because too many held symbols have no close
+    on it; it and every later date up to `asked` are left for a later run."""
+
+    day: date
+    asked: date
+    no_close: int
+    held: int
+    names: list[str]
+    limit: str
+
+    def message(self) -> str:
+        more = ", ..." if self.no_close > len(self.names) else ""
+        span = f"{self.day}" if self.day == self.asked else f"{self.day}..{self.asked}"
+        return (f"prices missing on {self.day}: {self.no_close} of {self.held} held symbol(s) have no close on "
+                f"that date (e.g. {', '.join(self.names[:5])}{more}), more than --max-stale {self.limit}; "
+                f"{span} not run: load them and re-run, or pass --max-stale")
+
+    def to_json(self) -> dict:
+        return {"date": self.day.isoformat(), "to": self.asked.isoformat(), "no_close": self.no_close,
+                "held": self.held, "names": self.names, "max_stale": self.limit, "message": self.message()}
+
+
+class StalePrices(RetryLater):
+    """The first date a run would cover has too many held symbols without a
+    close: nothing was written (exit 75: load them and the next attempt runs)."""
+
+    def __init__(self, refusal: StaleRefusal) -> None:
+        super().__init__(refusal.message())
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
+class PricePlan:
+    """What a run covers after the --max-stale check: every date up to `last`."""
+
+    last: date
+    dates: list[date]                   # the dates whose marks the run fixes (in order)
+    refused: StaleRefusal | None
+
+
+async def check_prices(conn: asyncpg.Connection, last: date, start: date, opts: BatchOptions) -> PricePlan:
+    """Before anything is written: every price date the run may cover, in order;
+    the first one with more held symbols lacking a close than --max-stale allows
+    is refused with every later one. Raises StalePrices when that is the first
+    date (nothing to run); else the run stops the day before it."""
+    ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
+    rows = [DatePrices(r["mark_date"], r["held"], r["stale"], list(r["stale_names"] or []))
+            for r in await conn.fetch(sql("batch/check_run_prices"), last, ids, start)]
+    for n, p in enumerate(rows):
+        if not opts.max_stale.allows(p.stale, p.held):
+            refusal = StaleRefusal(p.day, last, p.stale, p.held, p.names, str(opts.max_stale))
+            if n == 0:
+                raise StalePrices(refusal)
+            return PricePlan(rows[n - 1].day, [q.day for q in rows[:n] if q.held], refusal)
+    return PricePlan(last, [p.day for p in rows if p.held], None)
+
+
+async def fix_marks(conn: asyncpg.Connection, day: date, run_id: int) -> StaleDate:
+    """Fix the valuation marks of `day` (the ones not fixed yet), one statement;
+    returns the day's marks that are carried forward."""
+    row = await conn.fetchrow(sql("batch/fix_marks"), day, run_id)
+    return StaleDate(day, row["stale"], list(row["stale_names"]))
+
+
+async def _fix_run_marks(pool: asyncpg.Pool, result: RunResult, plan: PricePlan) -> None:
+    """Once per run, before any chunk: fix the marks of every date it covers,
+    in date order, and record what they carried forward."""
+    result.refused = plan.refused
+    async with pool.acquire() as conn:
+        for day in plan.dates:
+            stale = await fix_marks(conn, day, result.run_id)
+            if stale.count:
+                result.stale.append(stale)
+        if result.stale or result.refused:
+            await conn.execute(sql("runs/record_stale"), result.run_id, json.dumps(result.stale_json()))
 
 
 # ---------------------------------------------------------------- a whole run
@@ -627,7 +803,7 @@ def _status(result: RunResult, stopped: bool) -> str:
     outcome = result.outcome
     if outcome == "failed":
         return "partial" if result.processed else "failed"
-    return "held" if outcome == "held" else "succeeded"
+    return {"held": "held", "stale": "stale"}.get(outcome, "succeeded")
 
 
 async def _record(pool: asyncpg.Pool, r: RunResult, final: bool) -> None:
@@ -815,6 +991,10 @@ async def run_range(
     """
     started = time.monotonic()
     start = start or last
+    async with pool.acquire() as conn:     # before anything is written: StalePrices refuses the run
+        prices = await check_prices(conn, last, start, opts)
+    last = prices.last
+    report_dates = tuple(d for d in report_dates if d <= last)
     result, filter_ids = await _start(pool, last, start, opts, report_dates or (last,))
     link = _Link(pool, result, opts.reconnect)
 
@@ -824,6 +1004,7 @@ async def run_range(
             result.abandoned_runs += [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
 
     try:
+        await link.step(lambda: _fix_run_marks(pool, result, prices))
         await _main_pass(pool, result, filter_ids, opts, on_progress, stop, workers, link)
         await link.step(lambda: _finish_held(pool, result, opts, stop, workers, link))
         await link.step(mark_abandoned)

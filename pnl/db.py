@@ -357,13 +357,14 @@ def translate_db_error(exc: BaseException, command: str | None = None, dry_run: 
 
 # ---------------------------------------------------------------- dry runs without write privileges
 DRY_RUN_TABLES = ("portfolio_snapshots", "portfolios", "batch_runs", "rescue_runs", "snapshot_dedupe_audit",
-                  "snapshot_repair_audit", "snapshot_undo_audit")
+                  "snapshot_repair_audit", "snapshot_undo_audit", "valuation_marks", "valuation_mark_repair_audit")
 
 
-async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object) -> None:
+async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object,
+                             also: tuple[tuple[str, tuple[object, ...]], ...] = ()) -> None:
     """Inside the caller's transaction, which it must roll back: each table a
     rescue writes is shadowed by a session-private temporary copy holding only
-    the rows the sql/ statement `fill` copies (identity continuing after the
+    the rows the sql/ statement `fill` (and each of `also`) copies (identity continuing after the
     real ids). The dry run then executes the very statements of the real run
     on the copies, so it shows exactly what would happen and needs only SELECT
     and TEMPORARY (the read-only role). The copies vanish with the transaction."""
@@ -371,11 +372,15 @@ async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object)
     for table in DRY_RUN_TABLES:
         ddl = await conn.fetchval(sql("dryrun/create_copy"), table)
         if ddl:
-            next_id = await conn.fetchval(await conn.fetchval(sql("dryrun/next_id_query"), table))
+            id_query = await conn.fetchval(sql("dryrun/next_id_query"), table)
+            next_id = await conn.fetchval(id_query) if id_query else None
             await conn.execute(ddl)
-            await conn.fetchval(sql("dryrun/restart_copy_ids"), table, next_id)
+            if next_id is not None:
+                await conn.fetchval(sql("dryrun/restart_copy_ids"), table, next_id)
             present.append(table)
     await conn.execute(sql(fill), *args)
+    for more, more_args in also:           # further fills (`also`), in order
+        await conn.execute(sql(more), *more_args)
     for table in present:
         await conn.execute(await conn.fetchval(sql("dryrun/shadow_with_copy"), table))
 

@@ -18,6 +18,10 @@ class MigrationRefused(PnlError):
     """A migration refused to run (for example the duplicate pre-check)."""
 
 
+class RetryLater(PnlError):
+    """Nothing was done, and a later attempt may succeed (exit code 75, EX_TEMPFAIL)."""
+
+
 class BadInput(PnlError):
     """The request names something that does not exist (exit code 2)."""
 

@@ -1,4 +1,5 @@
-"""Repair: replay a portfolio's chain from a good anchor with the batch's rules.
+"""Repair: replay a portfolio's chain from a good anchor with the batch's rules,
+and re-fix valuation marks that market_prices no longer agrees with.
 
 The anchor is the portfolio's latest complete snapshot before the repair date
 (its NAV is trusted); a portfolio with none is anchored on the opening equity
@@ -13,6 +14,15 @@ derivable opening, a missing price on the way) is left out and listed; the
 others are repaired (the attempt is rolled back to a savepoint and made again
 without it). A dry run does the same and rolls back, so the old-vs-new report
 is exactly what a real repair would write.
+
+Marks: a close corrected (or arrived) after its date ran leaves that date's
+valuation mark different from market_prices (sql/verify/
+marks_differ_from_prices.sql). A marks repair (`--from D` alone, or
+`--all-broken`) re-fixes those marks from market_prices inside the same
+transaction (the old ones archived in valuation_mark_repair_audit) and replays
+every portfolio that held the symbol on that date. Every replayed date's marks
+are fixed first (ON CONFLICT DO NOTHING: a legacy date without marks gets
+them), so the replay reads marks exactly as the batch does.
 """
 
 from __future__ import annotations
@@ -27,12 +37,12 @@ from decimal import Decimal
 
 import asyncpg
 
-from pnl.batch import finalize_chunk, reason
+from pnl.batch import finalize_chunk, fix_marks, reason
 from pnl.calendar import DayRequest, resolve_day
 from pnl.db import use_dry_run_copies
 from pnl.errors import BadInput, PnlError
 from pnl.queries import sql
-from pnl.verify import flagged_chain_portfolios
+from pnl.verify import MarkDiff, differing_marks, flagged_chain_portfolios
 
 
 class _DryRunDone(Exception):
@@ -70,6 +80,17 @@ class Anchor:
     equity: Decimal            # the NAV, or the opening equity the replay starts from
 
 
+@dataclass(frozen=True)
+class MarkFix:
+    """A valuation mark re-fixed from market_prices (the old one archived)."""
+
+    mark_date: date
+    symbol: str
+    old_close: Decimal
+    new_close: Decimal
+    new_price_date: date
+
+
 @dataclass
 class RepairResult:
     dry_run: bool
@@ -78,6 +99,7 @@ class RepairResult:
     equity: dict[int, tuple[Decimal, Decimal]] = field(default_factory=dict)
     anchors: list[Anchor] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    marks: list[MarkFix] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -97,6 +119,9 @@ class RepairResult:
             "anchors": [{"portfolio_id": a.portfolio_id, "from": a.from_date.isoformat(), "kind": a.kind,
                          "date": a.anchor_date.isoformat(), "equity": str(a.equity)} for a in self.anchors],
             "refused": [{"portfolio_id": r.portfolio_id, "reason": r.reason} for r in self.refused],
+            "marks": [{"date": m.mark_date.isoformat(), "symbol": m.symbol, "old_close": str(m.old_close),
+                       "new_close": str(m.new_close), "new_price_date": m.new_price_date.isoformat()}
+                      for m in self.marks],
         }
 
 
@@ -128,12 +153,14 @@ async def _anchors(conn: asyncpg.Connection, targets: dict[int, date],
 
 async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool,
                  on_progress: Callable[[int, int], None] | None = None,
-                 unknown_is_bad_input: bool = True, expect: list[Change] | None = None) -> RepairResult:
-    """Replay each portfolio in `targets` from its date, in one transaction.
-    Portfolios that cannot be replayed are listed in `refused`; the rest are
-    repaired. on_progress(dates done, dates in all) after each date. With
-    `expect` (a preview's changes) the repair commits only if it wrote exactly
-    those NAVs; otherwise it rolls back and raises PnlError."""
+                 unknown_is_bad_input: bool = True, expect: list[Change] | None = None,
+                 marks: Sequence[MarkDiff] = ()) -> RepairResult:
+    """Replay each portfolio in `targets` from its date, in one transaction,
+    after re-fixing `marks` from market_prices (archived). Portfolios that
+    cannot be replayed are listed in `refused`; the rest are repaired.
+    on_progress(dates done, dates in all) after each date. With `expect` (a
+    preview's changes) the repair commits only if it wrote exactly those NAVs;
+    otherwise it rolls back and raises PnlError."""
     result = RepairResult(dry_run=dry_run)
     if not targets:
         return result
@@ -142,12 +169,14 @@ async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool,
         runnable = {a.portfolio_id: a for a in anchors}
         try:
             async with conn.transaction():
-                if dry_run:  # the same statements, on temporary copies: needs no write privilege
-                    await use_dry_run_copies(conn, "dryrun/copy_portfolios", sorted(runnable))
+                if dry_run and runnable:  # the same statements, on temporary copies: needs no write privilege
+                    earliest = min(a.anchor_date for a in runnable.values())
+                    await use_dry_run_copies(conn, "dryrun/copy_portfolios", sorted(runnable),
+                                             also=(("dryrun/copy_marks", (earliest,)),))
                 while runnable:
                     try:
                         async with conn.transaction():          # a savepoint per attempt
-                            await _replay(conn, runnable, result, on_progress)
+                            await _replay(conn, runnable, result, on_progress, marks)
                         break
                     except _ReplayRefused as exc:
                         result.changes, result.equity = [], {}
@@ -167,7 +196,7 @@ async def repair(pool: asyncpg.Pool, targets: dict[int, date], dry_run: bool,
 
 
 async def _replay(conn: asyncpg.Connection, anchors: dict[int, Anchor], result: RepairResult,
-                  on_progress: Callable[[int, int], None] | None) -> None:
+                  on_progress: Callable[[int, int], None] | None, marks: Sequence[MarkDiff] = ()) -> None:
     host, pid = socket.gethostname(), os.getpid()
     pids = sorted(anchors)
     rescue_id = await conn.fetchval(sql("rescue/start_rescue_run"), "repair", host, pid)
@@ -178,6 +207,10 @@ async def _replay(conn: asyncpg.Connection, anchors: dict[int, Anchor], result: 
     if opening:
         # No snapshot before the range: the chain opens with the first snapshot's opening equity.
         await conn.fetch(sql("repair/set_equity"), [a.portfolio_id for a in opening], [a.equity for a in opening])
+    if marks:
+        result.marks = [MarkFix(r["mark_date"], r["symbol"], r["old_close"], r["new_close"], r["new_price_date"])
+                        for r in await conn.fetch(sql("repair/refix_marks"), rescue_id,
+                                                  [m.mark_date for m in marks], [m.symbol for m in marks], token)]
     reopened = await conn.fetch(sql("repair/archive_and_reopen_snapshots"), rescue_id, token, pids,
                                 [anchors[p].from_date for p in pids])
     old = {(r["portfolio_id"], r["snapshot_date"]): r["old_nav"] for r in reopened}
@@ -185,6 +218,7 @@ async def _replay(conn: asyncpg.Connection, anchors: dict[int, Anchor], result: 
     for (p, d) in old:
         by_date.setdefault(d, []).append(p)
     for n, day in enumerate(sorted(by_date), 1):
+        await fix_marks(conn, day, token)          # a date without (some) marks gets them, as in the batch
         fin = await finalize_chunk(conn, token, day, sorted(by_date[day]), gap_free=False)
         if on_progress:
             on_progress(n, len(by_date))
@@ -199,6 +233,7 @@ async def _replay(conn: asyncpg.Connection, anchors: dict[int, Anchor], result: 
     result.equity = {p: (equity_before[p], equity_after[p]) for p in pids}
     await conn.execute(sql("runs/finish_run"), token, "succeeded", len(old), 0, 0, 0, 0, "[]", 0, 0)
     summary = {"portfolios": len(pids), "snapshots": len(old), "changed": result.changed, "batch_run_id": token,
+               "marks_refixed": len(result.marks),
                "equity_before": {str(p): str(v) for p, v in equity_before.items()}}
     await conn.execute(sql("rescue/finish_rescue_run"), rescue_id, "done", json.dumps(summary))
     result.rescue_run_id = rescue_id
@@ -206,35 +241,54 @@ async def _replay(conn: asyncpg.Connection, anchors: dict[int, Anchor], result: 
 
 @dataclass(frozen=True)
 class RepairPlan:
-    """What a repair will do: which portfolios from which date, and the NAVs it
-    will write (a dry run). apply_repair writes exactly these or nothing."""
+    """What a repair will do: which portfolios from which date, which marks it
+    re-fixes, and the NAVs it will write (a dry run). apply_repair writes
+    exactly these or nothing."""
 
     targets: dict[int, date]
     preview: RepairResult
     strict: bool = True        # an unknown portfolio is bad input (not with all_broken: listed instead)
+    marks: tuple[MarkDiff, ...] = ()
 
 
 async def plan_repair(pool: asyncpg.Pool, portfolios: Sequence[int] = (), from_date: DayRequest | None = None,
                       all_broken: bool = False) -> RepairPlan:
-    """Pick the targets (the given portfolios from `from_date`, or every portfolio
-    the chain and equity checks flag, from its first broken date) and preview."""
-    if all_broken == bool(portfolios) or (portfolios and from_date is None):
-        raise BadInput("repair needs portfolios and a from date, or all_broken")
+    """Pick the targets and preview:
+    * portfolios + from_date: replay those portfolios from that date (with the marks as they are);
+    * from_date alone: re-fix every valuation mark on or after it that differs from market_prices,
+      and replay the portfolios they affect;
+    * all_broken: every portfolio the chain and equity checks flag, from its first broken date,
+      and every differing mark, with the portfolios it affects."""
+    if (all_broken and (portfolios or from_date is not None)) or (not all_broken and from_date is None):
+        raise BadInput("repair needs a from date (with or without portfolios), or all_broken alone")
     async with pool.acquire() as conn:
+        targets: dict[int, date] = {}
+        marks: list[MarkDiff] = []
         if all_broken:
             targets = {p: d for p, (d, _) in (await flagged_chain_portfolios(conn)).items()}
+            marks = await differing_marks(conn)
         else:
             day = await resolve_day(conn, from_date)  # type: ignore[arg-type]
-            targets = {p: day for p in portfolios}
-    preview = (await repair(pool, targets, dry_run=True, unknown_is_bad_input=not all_broken) if targets
-               else RepairResult(dry_run=True))
-    return RepairPlan(targets, preview, strict=not all_broken)
+            if portfolios:
+                targets = {p: day for p in portfolios}
+            else:
+                marks = await differing_marks(conn, since=day)
+        marks = [m for m in marks if m.current_close is not None and m.current_close > 0]
+        if marks:
+            rows = await conn.fetch(sql("repair/find_mark_portfolios"), [m.mark_date for m in marks],
+                                    [m.symbol for m in marks])
+            for r in rows:
+                pid, since = r["portfolio_id"], r["from_date"]
+                targets[pid] = min(targets.get(pid, since), since)
+    preview = (await repair(pool, targets, dry_run=True, unknown_is_bad_input=bool(portfolios), marks=marks)
+               if targets else RepairResult(dry_run=True))
+    return RepairPlan(targets, preview, strict=bool(portfolios), marks=tuple(marks))
 
 
 async def apply_repair(pool: asyncpg.Pool, plan: RepairPlan,
                        on_progress: Callable[[int, int], None] | None = None) -> RepairResult:
-    """Apply a plan: the same targets, committed only if the NAVs are the previewed ones."""
+    """Apply a plan: the same targets and marks, committed only if the NAVs are the previewed ones."""
     if not plan.targets:
         return RepairResult(dry_run=False)
     return await repair(pool, plan.targets, dry_run=False, on_progress=on_progress,
-                        unknown_is_bad_input=plan.strict, expect=plan.preview.changes)
+                        unknown_is_bad_input=plan.strict, expect=plan.preview.changes, marks=plan.marks)

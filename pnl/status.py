@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -63,6 +64,14 @@ def _plain(record: asyncpg.Record) -> dict:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in record.items()}
 
 
+def _run(record: asyncpg.Record) -> dict:
+    """A recent run; its stale_symbols (jsonb, from 0008 on) decoded."""
+    run = _plain(record)
+    if isinstance(run.get("stale_symbols"), str):
+        run["stale_symbols"] = json.loads(run["stale_symbols"])
+    return run
+
+
 async def collect(pool: asyncpg.Pool, runs: int = 10, with_checks: bool = True) -> Status:
     async with pool.acquire() as conn:
         migrations = await states(conn)
@@ -71,7 +80,7 @@ async def collect(pool: asyncpg.Pool, runs: int = 10, with_checks: bool = True) 
         claims: list[dict] = []
         # Each part needs the migration that created its columns.
         if "0002_operations" in applied:
-            recent = [_plain(r) for r in await conn.fetch(sql("status/recent_runs"), runs, STALE_AFTER)]
+            recent = [_run(r) for r in await conn.fetch(sql("status/recent_runs"), runs, STALE_AFTER)]
         chain = None
         if "0003_idempotency_precheck" in applied:
             claims = [_plain(r) for r in await conn.fetch(sql("status/unfinished_claims"))]

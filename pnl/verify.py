@@ -79,3 +79,22 @@ async def flagged_chain_portfolios(conn: asyncpg.Connection) -> dict[int, tuple[
     for r in await conn.fetch(sql("verify/equity_mismatch")):
         flagged.setdefault(r["portfolio_id"], (r["latest_snapshot_date"], "equity differs from latest NAV"))
     return flagged
+
+
+@dataclass(frozen=True)
+class MarkDiff:
+    """A valuation mark market_prices no longer agrees with (verify/marks_differ_from_prices)."""
+
+    mark_date: date
+    symbol: str
+    mark: Decimal
+    current_close: Decimal | None
+    kind: str                   # corrected | arrived_late | deleted
+    portfolios: int
+
+
+async def differing_marks(conn: asyncpg.Connection, since: date | None = None) -> list[MarkDiff]:
+    """The marks that differ from market_prices now, on or after `since` (all: None)."""
+    return [MarkDiff(r["mark_date"], r["symbol"], r["mark"], r["current_close"], r["kind"], r["portfolios_affected"])
+            for r in await conn.fetch(sql("verify/marks_differ_from_prices"))
+            if since is None or r["mark_date"] >= since]

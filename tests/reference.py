@@ -37,6 +37,7 @@ class Snap:
 
 
 Prices = dict[str, dict[date, Decimal]]
+Marks = dict[date, dict[str, Decimal]]      # the close each date was valued with, by symbol
 
 
 def r4(x: Decimal) -> Decimal:
@@ -48,11 +49,35 @@ def latest_close(prices: Prices, symbol: str, on_or_before: date) -> Decimal | N
     return prices[symbol][max(days)] if days else None
 
 
+def marks_as_of(prices: Prices, day: date, symbols: set[str] | None = None) -> dict[str, Decimal]:
+    """The marks a run of `day` fixes when market_prices holds `prices`: each
+    symbol's latest close <= day (carried forward when it has none on the day)."""
+    out = {}
+    for symbol in prices if symbols is None else symbols:
+        close = latest_close(prices, symbol, day)
+        if close is not None and close > 0:
+            out[symbol] = close
+    return out
+
+
 def replay(balance: Decimal, positions: list[Position], prices: Prices,
-           flows: list[tuple[date, Decimal]], days: list[date]) -> list[Snap]:
-    """The chain of snapshots for `days` (ascending), from a starting balance."""
+           flows: list[tuple[date, Decimal]], days: list[date], marks: Marks | None = None) -> list[Snap]:
+    """The chain of snapshots for `days` (ascending), from a starting balance.
+
+    The marks rule: a date is valued with its mark (the close fixed when the
+    date first ran), and the next date starts from it. `marks` gives the marks
+    of the dates that have them (missing: the prices were on time, so a date's
+    mark is its latest close <= it in `prices`); a start date B without a mark
+    for the symbol (the first snapshot of a chain, legacy history) uses the
+    latest close <= B in `prices`."""
     out: list[Snap] = []
     all_days = sorted({d for by_day in prices.values() for d in by_day})
+    marks = marks or {}
+
+    def mark(symbol: str, day: date) -> Decimal | None:
+        if day in marks:
+            return marks[day].get(symbol)
+        return latest_close(prices, symbol, day)
     for day in days:
         prev = out[-1] if out else None
         if prev:
@@ -71,15 +96,17 @@ def replay(balance: Decimal, positions: list[Position], prices: Prices,
             if b is None or p.entry_date > b:
                 start = p.entry_price
             else:
-                close_b = latest_close(prices, p.symbol, b)
+                close_b = marks[b].get(p.symbol) if b in marks else None
+                if close_b is None:
+                    close_b = latest_close(prices, p.symbol, b)
                 start = p.entry_price if close_b is None else close_b
             if p.exit_date is not None and p.exit_date <= day:
                 end = p.exit_price
             else:
-                end = latest_close(prices, p.symbol, day)
+                end = mark(p.symbol, day)
                 if end is None:
                     raise LookupError(p.symbol)
-                n_open += 1
+                n_open += 1 if p.quantity != 0 else 0
                 value = units * end
                 if units > 0:
                     long_v += value

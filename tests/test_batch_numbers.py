@@ -142,9 +142,13 @@ def test_a_date_before_the_chain_is_not_owed_and_not_forked(db: Db) -> None:
 
 def test_backfill_runs_each_price_date_in_order(db: Db) -> None:
     p1, _ = setup_book(db)
-    res = run_cli("batch", "backfill", "--from", "2026-03-01", "--to", "2026-03-31", "--json", dsn=db.dsn)
+    # BBB and OPT have no close on Wed and Thu: 2 of 4 held symbols carried forward.
+    res = run_cli("batch", "backfill", "--from", "2026-03-01", "--to", "2026-03-31", "--max-stale", "2", "--json",
+                  dsn=db.dsn)
     assert res.code == 0, res.err
     out = json.loads(res.out)["run"]
+    assert [(d["date"], d["names"]) for d in out["stale_symbols"]["dates"]] == [
+        ("2026-03-04", ["BBB", "OPT"]), ("2026-03-05", ["BBB", "OPT"])]
     assert [r["date"] for r in out["dates"]] == ["2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05", "2026-03-06"]
     assert all(r["processed"] == 2 for r in out["dates"])
     days = [MON, TUE, WED, THU, FRI2]

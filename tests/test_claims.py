@@ -80,6 +80,7 @@ def test_a_run_that_lost_its_claim_finalizes_nothing(db: Db) -> None:
     assert db.one("SELECT is_complete, batch_run_id FROM portfolio_snapshots WHERE portfolio_id = %s", pid) \
         == (False, 2)
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == D(100)
+    call(db, "batch/fix_marks", DAY, 2)             # the winner fixes the date's marks first, as a run does
     winner = call(db, "batch/finalize_claimed", 2, DAY, [pid], True)[0]
     assert winner[0] == [pid]
     assert db.scalar("SELECT equity_balance FROM portfolios WHERE id = %s", pid) == D("110.0000")

@@ -15,7 +15,7 @@ from pnl import cleanup, dedupe, repair
 from pnl.db import DbSettings, connect_pool
 from pnl.errors import PnlError
 from tests.conftest import Db, run_cli
-from tests.data import add_portfolio, add_positions, add_prices
+from tests.data import add_flow, add_portfolio, add_positions, add_prices
 from tests.reference import Position
 
 T = TypeVar("T")
@@ -89,8 +89,9 @@ def test_repair_applies_exactly_the_previewed_navs_or_nothing(db: Db) -> None:
     plan = on_pool(db.dsn, lambda pool: repair.plan_repair(pool, [pid], D2))
     assert plan.targets == {pid: D2} and plan.preview.changed == 1
     before = db.all("SELECT * FROM portfolio_snapshots ORDER BY id")
-    # The data changes after the preview: a late price correction.
-    db.execute("UPDATE market_prices SET close_price = 14 WHERE symbol = 'X' AND price_date = %s", D3)
+    # The data changes after the preview: a capital flow booked late. (A late price
+    # correction would not change the replay: it values with the dates' marks.)
+    add_flow(db.conn, pid, D3, 7)
     with pytest.raises(PnlError, match="changed since the repair was previewed"):
         on_pool(db.dsn, lambda pool: repair.apply_repair(pool, plan))
     assert db.all("SELECT * FROM portfolio_snapshots ORDER BY id") == before
@@ -100,4 +101,4 @@ def test_repair_applies_exactly_the_previewed_navs_or_nothing(db: Db) -> None:
     result = on_pool(db.dsn, lambda pool: repair.apply_repair(pool, plan))
     assert result.changes == plan.preview.changes
     navs = [r[0] for r in db.all("SELECT net_asset_value FROM portfolio_snapshots ORDER BY snapshot_date")]
-    assert navs == [1010, 1020, 1040]
+    assert navs == [1010, 1020, 1037]

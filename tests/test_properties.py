@@ -78,6 +78,7 @@ def owned_prefixes(plan: batch.ChunkPlan) -> set[tuple[int, date]]:
 
 async def finish_in_order(conn: asyncpg.Connection, run: int, slots: set[tuple[int, date]]) -> None:
     for day in sorted({d for _, d in slots}):
+        await batch.fix_marks(conn, day, run)        # as a run does before it finalizes a date
         await batch.finalize_chunk(conn, run, day, sorted(p for p, d in slots if d == day))
 
 

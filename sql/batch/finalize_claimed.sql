@@ -10,20 +10,34 @@
 --             if none, the latest price date before D (any symbol).
 --   alive   = positions with entry_date <= D and (exit_date is null or > B).
 --   pnl     = sum of quantity * multiplier * (end - start), where
---             start = entry_price if entry_date > B, else the latest close <= B
---                     (entry_price if the symbol has no close <= B),
---             end   = exit_price if exit_date <= D, else the latest close <= D.
+--             start = entry_price if entry_date > B, else B's valuation mark
+--                     (where B has none: the first snapshot of a chain, legacy
+--                     history: the latest close <= B; entry_price if the symbol
+--                     has no close <= B),
+--             end   = exit_price if exit_date <= D, else D's valuation mark.
+--             Marks (valuation_marks) are fixed once per (date, symbol) by the
+--             first run of the date (batch/fix_marks.sql, called before any
+--             finalize of D), so a close that arrives or changes later never
+--             changes what D was valued with, nor the next date's start: the
+--             sum of a held position's daily P&L over any stretch of dates is
+--             units x (last mark - first mark).
 --   opening = previous complete snapshot's NAV, else portfolios.equity_balance.
 --   flow    = sum of capital_flows in (B, D].
 --   NAV     = opening + round(pnl, 4) + flow   (set, never added to a balance)
 --   return  = pnl / opening (NULL when opening is 0); cumulative = prev + pnl.
---   exposure from positions open at D (exit_date null or > D) at the latest
---   close <= D: long_value = sum of positive values, short_value = sum of
---   negative values (a negative number), gross = long - short, net = long + short.
+--   exposure from positions open at D (exit_date null or > D) at D's mark:
+--   long_value = sum of positive values, short_value = sum of negative values
+--   (a negative number), gross = long - short, net = long + short;
+--   num_positions = positions open at D with a non-zero quantity.
 --
 -- A portfolio fails, and its claim is deleted (released), when
 --   'missing_price'      an alive position needs a close <= D and has none
 --                        (detail: the symbols);
+--   'bad_price'          the close it would be valued with is <= 0 (detail:
+--                        the symbols; such a close is never fixed as a mark);
+--   'missing_mark'       D's mark of a held symbol is not fixed although a
+--                        close exists (a position added after this run fixed
+--                        D's marks; detail: the symbols): the next run fixes it;
 --   'later_snapshot'     it has a complete snapshot after D (detail: that date):
 --                        finishing D now would fork its equity chain (D is
 --                        before its chain now: another run started it later);
@@ -103,16 +117,24 @@ alive AS (
             OFFSET 0) AS p ON true
 ),
 closes AS MATERIALIZED (
-    -- One pair of lookups per (symbol, B) held in the chunk, each a backward
-    -- scan of pk_market_prices: the latest close <= B and the latest <= D.
-    SELECT k.symbol, k.b,
-           (SELECT mp.close_price FROM market_prices AS mp
-             WHERE mp.symbol = k.symbol AND mp.price_date <= k.b
-             ORDER BY mp.price_date DESC LIMIT 1) AS close_b,
-           (SELECT mp.close_price FROM market_prices AS mp
-             WHERE mp.symbol = k.symbol AND mp.price_date <= $2::date
-             ORDER BY mp.price_date DESC LIMIT 1) AS close_d
-      FROM (SELECT a.symbol, a.b FROM alive AS a GROUP BY a.symbol, a.b) AS k
+    -- One set of lookups per (symbol, B) held in the chunk: D's mark and B's
+    -- mark, each a probe of pk_valuation_marks; market_prices is read only
+    -- where B has no mark (the latest close <= B), or to say why D has none.
+    SELECT m.symbol, m.b, m.close_b, m.close_d,
+           CASE WHEN m.close_d IS NULL THEN
+                (SELECT mp.close_price FROM market_prices AS mp
+                  WHERE mp.symbol = m.symbol AND mp.price_date <= $2::date
+                  ORDER BY mp.price_date DESC LIMIT 1) END AS unmarked_close_d
+      FROM (SELECT k.symbol, k.b,
+                   COALESCE((SELECT vm.close_price FROM valuation_marks AS vm
+                              WHERE vm.mark_date = k.b AND vm.symbol = k.symbol),
+                            (SELECT mp.close_price FROM market_prices AS mp
+                              WHERE mp.symbol = k.symbol AND mp.price_date <= k.b
+                              ORDER BY mp.price_date DESC LIMIT 1)) AS close_b,
+                   (SELECT vm.close_price FROM valuation_marks AS vm
+                     WHERE vm.mark_date = $2::date AND vm.symbol = k.symbol) AS close_d
+              FROM (SELECT a.symbol, a.b FROM alive AS a GROUP BY a.symbol, a.b) AS k
+            OFFSET 0) AS m
 ),
 valued AS (
     SELECT a.portfolio_id, a.symbol, a.units,
@@ -120,7 +142,15 @@ valued AS (
                 ELSE COALESCE(c.close_b, a.entry_price) END               AS start_price,
            CASE WHEN a.exit_date <= $2::date THEN a.exit_price
                 ELSE c.close_d END                                        AS end_price,
-           (a.exit_date IS NULL OR a.exit_date > $2::date)                AS open_at_d
+           (a.exit_date IS NULL OR a.exit_date > $2::date)                AS open_at_d,
+           -- why a price is unusable, by precedence (NULL: it is fine):
+           -- 1 missing_price, 2 bad_price, 3 missing_mark
+           CASE WHEN (a.exit_date IS NULL OR a.exit_date > $2::date) AND c.close_d IS NULL THEN
+                     CASE WHEN c.unmarked_close_d IS NULL THEN 1
+                          WHEN c.unmarked_close_d <= 0 THEN 2
+                          ELSE 3 END
+                WHEN a.b IS NOT NULL AND a.entry_date <= a.b AND c.close_b <= 0 THEN 2
+           END                                                            AS price_problem
       FROM alive AS a
       JOIN closes AS c                       -- B is NULL when no price predates D
         ON c.symbol = a.symbol AND COALESCE(c.b, '-infinity') = COALESCE(a.b, '-infinity')
@@ -130,10 +160,12 @@ per_portfolio AS (
            sum(v.units * (v.end_price - v.start_price))                    AS pnl,
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units > 0) AS long_value,
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units < 0) AS short_value,
-           count(*) FILTER (WHERE v.open_at_d)                             AS num_positions,
+           count(*) FILTER (WHERE v.open_at_d AND v.units <> 0)            AS num_positions,
            -- A plain array_agg keeps this a hash aggregate (DISTINCT or ORDER BY
            -- inside an aggregate forces a sort of every row of the chunk).
-           array_agg(v.symbol) FILTER (WHERE v.end_price IS NULL)          AS missing_symbols
+           min(v.price_problem)                                            AS price_problem,
+           array_agg(v.symbol) FILTER (WHERE v.price_problem IS NOT NULL)  AS problem_symbols,
+           array_agg(v.price_problem) FILTER (WHERE v.price_problem IS NOT NULL) AS problem_codes
       FROM valued AS v
      GROUP BY v.portfolio_id
 ),
@@ -155,9 +187,14 @@ computed AS (
            CASE WHEN b.later_complete IS NOT NULL THEN 'later_snapshot'
                 WHEN b.earlier_unfinished IS NOT NULL THEN 'earlier_unfinished'
                 WHEN b.missing_earlier IS NOT NULL THEN 'missing_earlier'
-                WHEN pp.missing_symbols IS NOT NULL THEN 'missing_price' END AS failure_kind,
+                WHEN pp.price_problem IS NOT NULL THEN
+                     (ARRAY['missing_price', 'bad_price', 'missing_mark'])[pp.price_problem] END AS failure_kind,
            COALESCE(b.later_complete::text, b.earlier_unfinished::text, b.missing_earlier::text,
-                    array_to_string(ARRAY(SELECT DISTINCT m FROM unnest(pp.missing_symbols) AS m ORDER BY m), ','))
+                    -- the symbols with the failing problem (the arrays are aligned), by name
+                    array_to_string(ARRAY(SELECT DISTINCT m.symbol
+                                            FROM unnest(pp.problem_symbols, pp.problem_codes) AS m(symbol, code)
+                                           WHERE m.code = pp.price_problem
+                                           ORDER BY m.symbol), ','))
                                                            AS failure_detail
       FROM base AS b
       LEFT JOIN per_portfolio AS pp ON pp.portfolio_id = b.portfolio_id

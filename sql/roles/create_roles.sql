@@ -77,7 +77,8 @@ SELECT format('ALTER TABLE %s OWNER TO %I', c.oid::regclass, :'owner')
    AND c.relkind IN ('r', 'p')
    AND c.relname IN ('portfolios', 'positions', 'market_prices', 'capital_flows', 'portfolio_snapshots',
                      'batch_runs', 'rescue_runs', 'snapshot_dedupe_audit', 'snapshot_repair_audit',
-                     'valuation_marks', '_yoyo_migration', '_yoyo_log', '_yoyo_version', 'yoyo_lock')
+                     'snapshot_undo_audit', 'valuation_marks', 'valuation_mark_repair_audit',
+                     '_yoyo_migration', '_yoyo_log', '_yoyo_version', 'yoyo_lock')
 \gexec
 \endif
 
