@@ -190,5 +190,5 @@ def run_demo(embedded: Embedded, spec: SeedSpec, say: Say) -> DemoResult:
     checks = _on_pool(dsn, run_checks)
     result.healthy = all(c.healthy for c in checks)
     say(f"6. pnl verify: {'healthy' if result.healthy else 'NOT healthy'} "
-        f"({len(checks)} checks: duplicates, constraint, stale claims, equity chain, equity vs NAV)")
+        f"({len(checks)} checks: {', '.join(c.name for c in checks)})")
     return result
