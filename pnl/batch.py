@@ -592,10 +592,15 @@ class _Link:
     for the server (attempts after 0.25 s doubling up to 5 s, for at most
     `window`), the others then find it back at once. A server that stays away
     a whole window ends the run (`gone`: the reason); it records its outcome
-    when the server answers again (_record_end)."""
+    when the server answers again (_record_end). A stop (SIGTERM, SIGINT) ends
+    the waiting at once: the chunks in flight have already failed, so there is
+    nothing left to finish, and a supervisor's stop timeout is shorter than the
+    two windows a waiting run could otherwise take."""
 
-    def __init__(self, pool: asyncpg.Pool, result: RunResult, window: timedelta) -> None:
+    def __init__(self, pool: asyncpg.Pool, result: RunResult, window: timedelta,
+                 stop: asyncio.Event | None = None) -> None:
         self.pool, self.result, self.window = pool, result, window
+        self.stop = stop or asyncio.Event()
         self.lock = asyncio.Lock()
         self.gone: str | None = None
 
@@ -618,9 +623,12 @@ class _Link:
                 log.warning("run #%d reconnected", self.result.run_id)
                 return None
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or self.stop.is_set():
                 return fault
-            await asyncio.sleep(min(pause, left))
+            try:                           # a pause that a stop ends early
+                await asyncio.wait_for(self.stop.wait(), min(pause, left))
+            except TimeoutError:
+                pass
             pause = min(pause * 2, RECONNECT_PAUSE_S[1])
 
     async def recover(self, fault: BaseException) -> bool:
@@ -628,7 +636,10 @@ class _Link:
         async with self.lock:
             if self.gone is None:
                 last = await self.wait_for_server(fault)
-                if last is not None:
+                if last is not None and self.stop.is_set():
+                    self.give_up(f"lost the database and stopped (signal) while reconnecting "
+                                 f"({_first_line(last)})")
+                elif last is not None:
                     self.give_up(f"lost the database and could not reconnect within "
                                  f"{round(self.window.total_seconds())}s ({_first_line(last)})")
             return self.gone is None
@@ -996,7 +1007,7 @@ async def run_range(
     last = prices.last
     report_dates = tuple(d for d in report_dates if d <= last)
     result, filter_ids = await _start(pool, last, start, opts, report_dates or (last,))
-    link = _Link(pool, result, opts.reconnect)
+    link = _Link(pool, result, opts.reconnect, stop)
 
     async def mark_abandoned() -> None:
         # A run we waited for (or took over) may have died meanwhile: say so now.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -204,6 +205,39 @@ def test_a_server_gone_for_good_ends_the_run_in_one_json_object_and_the_lease_re
     code, again, err = finish(start_batch(fdb.dsn, "--date", DAY.isoformat()))
     assert code == 0, err
     assert again is not None and (again["processed"], again["reclaimed"]) == (40, 20)
+    assert_exactly_once(fdb, book)
+
+
+def test_a_sigterm_while_reconnecting_stops_the_run_at_once(own_server: LocalServer, fdb: Db) -> None:
+    """A supervisor stops the service while the server is away: the run stops
+    waiting for it (the chunk in flight has already failed) instead of
+    reconnecting for the rest of --reconnect-for and one more window to record
+    its end (longer than any stop timeout: systemd would SIGKILL it). Exit 143,
+    one JSON object, status interrupted; its claims recover by lease."""
+    book, stderr, run_id = start_held_run(fdb, 40, "--reconnect-for", "10m", "--lease", "1h")
+    own_server.stop("fast")
+    try:
+        wait_for(lambda: stderr.has("reconnecting for up to"), timeout=60, what="the run to lose the server")
+        stderr.proc.send_signal(signal.SIGTERM)
+        stderr.proc.wait(timeout=120)     # a run that keeps reconnecting would take 10 minutes, then 10 more
+    finally:
+        if stderr.proc.poll() is None:
+            stderr.proc.kill()
+        own_server.start(SETTINGS)
+        open_finalize(fdb.dsn)
+    code, out, err = stderr.finish()
+    assert code == 143, err
+    assert (out["run_id"], out["status"], out["processed"], out["failed"]) == (run_id, "interrupted", 0, 20), out
+    assert "stopped (signal) while reconnecting" in out["error"], out
+    reconnect(fdb)
+    # Nothing could be recorded while the server was away: the row stays 'running' (a later run marks it
+    # abandoned once its lease has passed) and the claims of the failed chunk wait for their lease.
+    assert fdb.scalar("SELECT status FROM batch_runs WHERE id = %s", run_id) == "running"
+    assert incomplete(fdb) == 20
+    assert expire_leases(fdb.dsn) == 20
+    code, again, err = finish(start_batch(fdb.dsn, "--date", DAY.isoformat()))
+    assert code == 0, err
+    assert again is not None and again["processed"] + again["already_done"] == 40
     assert_exactly_once(fdb, book)
 
 
