@@ -469,6 +469,11 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
                        f"portfolio(s) up to date, {c.behind} behind" + (f" ({lags}{more})" if lags else "")
                        + (f", {c.never_run} never run" if c.never_run else "")
                        + ("  -> pnl batch run --date latest" if c.behind else ""))
+    for r in st.rescue or []:
+        again = {"undo": "pnl batch undo --restore", "dedupe": "pnl dedupe --restore"}.get(r["kind"])
+        click.echo(f"UNFINISHED {r['kind']} run #{r['id']} ({r['status']}, started {r['started_at'][:19]} by "
+                   f"{r['host']}:{r['pid']}): it may have changed part of the book; run the same command again to "
+                   "finish it" + (f", or `{again} {r['id']}` to put it back" if again else ""))
     click.echo("unfinished claims" + ("" if st.claims else "  none"))
     for c in st.claims:
         click.echo(

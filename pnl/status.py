@@ -40,6 +40,7 @@ class Status:
     claims: list[dict]
     checks: list[CheckResult] | None = None
     chain: ChainLag | None = None
+    rescue: list[dict] | None = None      # dedupe/repair/undo runs not done or restored
 
     @property
     def current(self) -> bool:
@@ -55,6 +56,7 @@ class Status:
             ],
             "recent_runs": self.runs,
             "unfinished_claims": self.claims,
+            "unfinished_rescue_runs": self.rescue or [],
             "chain": self.chain.to_json() if self.chain else None,
             "verify": None if self.checks is None else [c.to_json() for c in self.checks],
         }
@@ -65,10 +67,11 @@ def _plain(record: asyncpg.Record) -> dict:
 
 
 def _run(record: asyncpg.Record) -> dict:
-    """A recent run; its stale_symbols (jsonb, from 0008 on) decoded."""
+    """A recent run; its jsonb columns (stale_symbols from 0008 on, a rescue run's summary) decoded."""
     run = _plain(record)
-    if isinstance(run.get("stale_symbols"), str):
-        run["stale_symbols"] = json.loads(run["stale_symbols"])
+    for key in ("stale_symbols", "summary"):
+        if isinstance(run.get(key), str):
+            run[key] = json.loads(run[key])
     return run
 
 
@@ -82,10 +85,13 @@ async def collect(pool: asyncpg.Pool, runs: int = 10, with_checks: bool = True) 
         if "0002_operations" in applied:
             recent = [_run(r) for r in await conn.fetch(sql("status/recent_runs"), runs, STALE_AFTER)]
         chain = None
+        rescue: list[dict] = []
+        if "0002b_rescue_audit" in applied:
+            rescue = [_run(r) for r in await conn.fetch(sql("status/unfinished_rescue_runs"))]
         if "0003_idempotency_precheck" in applied:
             claims = [_plain(r) for r in await conn.fetch(sql("status/unfinished_claims"))]
             r = await conn.fetchrow(sql("status/chain_lag"))
             chain = ChainLag(r["latest_price_date"], r["portfolios"], r["up_to_date"], r["never_run"], r["behind"],
                              dict(zip(r["lag_dates"], r["lag_counts"], strict=True)))
     checks = await run_checks(pool) if with_checks else None
-    return Status(migrations, recent, claims, checks, chain)
+    return Status(migrations, recent, claims, checks, chain, rescue)

@@ -135,3 +135,43 @@ def test_undo_then_backfill_rebuilds_history_from_an_earlier_date(db: Db) -> Non
         navs = db.all("SELECT snapshot_date, net_asset_value FROM portfolio_snapshots WHERE portfolio_id = %s"
                       " ORDER BY 1", pid)
         assert navs == [(s.day, s.nav) for s in chain], pid
+
+
+def test_an_undo_killed_part_way_is_shown_by_status_and_restore_puts_it_back(db: Db) -> None:
+    """kill -9 in the middle of an undo (one transaction per chunk): `pnl status` must not look healthy
+    and quiet; it names the unfinished undo run and how to finish it or put it back."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from tests.procs import ROOT, wait_for
+    backfilled(db)
+    before = whole(db)
+    ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
+    blocker = psycopg.connect(db.dsn)
+    try:
+        # The undo's second chunk (one portfolio a chunk) waits for this row lock: the first is committed.
+        blocker.execute("SELECT id FROM portfolios WHERE id = %s FOR NO KEY UPDATE", (ids[1],))
+        proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "batch", "undo", "--from",
+                                 CALENDAR[2].isoformat(), "--chunk-size", "1", "--yes"],
+                                env={**os.environ, "DATABASE_URL": db.dsn}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: db.scalar("SELECT count(*) FROM snapshot_undo_audit") == 4, what="the first chunk")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        blocker.close()
+    run_id = db.scalar("SELECT id FROM rescue_runs WHERE kind = 'undo'")
+    assert db.scalar("SELECT status FROM rescue_runs WHERE id = %s", run_id) == "running"
+    res = run_cli("status", "--no-verify", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert f"UNFINISHED undo run #{run_id} (running" in res.out and f"pnl batch undo --restore {run_id}" in res.out
+    res = run_cli("status", "--no-verify", "--json", dsn=db.dsn)
+    assert [r["id"] for r in json.loads(res.out)["unfinished_rescue_runs"]] == [run_id]
+    assert undo(db, "--restore", str(run_id), "--yes").code == 0
+    assert whole(db) == before
+    res = run_cli("status", "--no-verify", "--json", dsn=db.dsn)
+    assert json.loads(res.out)["unfinished_rescue_runs"] == []
