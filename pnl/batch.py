@@ -51,7 +51,7 @@ import re
 import socket
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -466,10 +466,14 @@ def reason(refused: Refused, day: date) -> str:
     return FAILURE_REASONS[refused.kind].format(day=day.isoformat(), detail=refused.detail)
 
 
-async def release_claims(conn: asyncpg.Connection, run_id: int, ids: list[int],
-                         from_dates: list[date]) -> list[tuple[int, date]]:
-    """Delete this run's unfinished claims of each portfolio on or after its date."""
-    rows = await conn.fetch(sql("batch/release_claims"), run_id, ids, from_dates)
+async def release_claims(conn: asyncpg.Connection, run_id: int,
+                         release: Mapping[int, date]) -> list[tuple[int, date]]:
+    """Delete this run's unfinished claims of each portfolio on or after its
+    date ({portfolio: from date}); nothing to give back: no statement."""
+    if not release:
+        return []
+    pids = sorted(release)
+    rows = await conn.fetch(sql("batch/release_claims"), run_id, pids, [release[p] for p in pids])
     return [(r["portfolio_id"], r["snapshot_date"]) for r in rows]
 
 
@@ -672,11 +676,10 @@ async def _release_quietly(pool: asyncpg.Pool, link: _Link, release: dict[int, d
     when `fault` lost it); say what happened to them."""
     if not release:
         return RELEASED
-    pids = sorted(release)
     if not is_connection_fault(fault) or await link.recover(fault):
         try:
             async with pool.acquire() as conn:
-                await release_claims(conn, link.result.run_id, pids, [release[p] for p in pids])
+                await release_claims(conn, link.result.run_id, release)
             return RELEASED
         except DB_FAULTS:
             pass
@@ -758,10 +761,8 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], 
     try:
         async with pool.acquire() as conn, lease_heartbeat(
                 pool, run_id, {p: dates[0] for p, dates in chunk.mine.items()}, opts.lease):
-            if chunk.release:
-                pids = sorted(chunk.release)
-                await release_claims(conn, run_id, pids, [chunk.release[p] for p in pids])
-                chunk.release.clear()
+            await release_claims(conn, run_id, chunk.release)
+            chunk.release.clear()
             for day in chunk.by_date():
                 owned = chunk.active(day)
                 if not owned:
@@ -773,10 +774,8 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], 
                     chunk.stop(pid, day, "failed", f"not computed: {day} failed ({why})")
                     chunk.release[pid] = day          # its claim on `day` too: the statement wrote nothing
                 counted_through = day
-                if chunk.release:
-                    pids = sorted(chunk.release)
-                    await release_claims(conn, run_id, pids, [chunk.release[p] for p in pids])
-                    chunk.release.clear()
+                await release_claims(conn, run_id, chunk.release)
+                chunk.release.clear()
     except DB_FAULTS as exc:
         # A finalize statement is atomic: nothing of this date was written.
         # Give back everything this run still holds of the chunk, on a fresh connection.
@@ -1042,9 +1041,8 @@ async def _record_end(pool: asyncpg.Pool, link: _Link, result: RunResult) -> Non
     for last_try in (False, True):
         try:
             if result.unreleased:
-                pids = sorted(result.unreleased)
                 async with pool.acquire() as conn:
-                    await release_claims(conn, result.run_id, pids, [result.unreleased[p] for p in pids])
+                    await release_claims(conn, result.run_id, result.unreleased)
                 result.unreleased.clear()
             await _record(pool, result, final=True)
             return

@@ -105,7 +105,7 @@ async def play(dsn: str, pids: list[int], schedule: list[tuple[str, int, int, li
                 await finish_in_order(conn, run, held[r])              # may be a zombie: fenced
             elif action == "release" and held.get(r):
                 mine = sorted({p for p, _ in held[r]})
-                await batch.release_claims(conn, run, mine, [day] * len(mine))
+                await batch.release_claims(conn, run, dict.fromkeys(mine, day))
             await check(conn, pids)
         # Whatever happened, expired claims are recovered and each date finishes, in order.
         await conn.execute("UPDATE portfolio_snapshots SET lease_expires_at = now() - interval '1 second'"
