@@ -24,7 +24,7 @@ goals (a book with no history; every row against both floors):
 scaling: cold runs with `--workers W` in one process and with P processes of `--workers 1`.
 WAL: bytes per portfolio (pg_current_wal_lsn before/after), WAL records and full-page images
   (pg_stat_wal), and the rows inserted / updated / HOT-updated per table, floor vs batch: the
-  physical cost of writing every snapshot twice (claim, then finalize).
+  physical cost of writing: the floor and the one-write batch insert each snapshot once.
 history: for each depth H, a book with H prior price dates of complete snapshots (generated in one
   INSERT ... SELECT), then a one-date cold run for the next date (exactly one missing date),
   `pnl status --no-verify`, `pnl verify`, and catching up 5 missing price dates (`pnl batch run`
@@ -541,7 +541,7 @@ def render(report: dict) -> None:
         print(_line(r) + (f"  {r['goal']:<16} {'PASS' if r['goal_met'] else 'FAIL'}" if r["goal"] else ""))
     print("chunk-size curve (cold runs):  " + "   ".join(
         f"{c['chunk_size']}: {c['seconds']:.2f}s ({c['ratio']:.2f}x)" for c in report["chunk_curve"]))
-    print("\nWAL, floor vs batch (snapshots inserted / updated (HOT) are the 'written twice'):")
+    print("\nWAL, floor vs batch (snapshots updated > 0 would mean a row written twice):")
     print(f"{'':44} {'WAL MB':>8} {'B/portf':>8} {'records':>10} {'FPI':>7} {'snap ins':>9} {'snap upd':>9}"
           f" {'(HOT)':>8} {'pf upd':>8} {'(HOT)':>8}")
     for w in report["wal"]:

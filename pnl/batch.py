@@ -1,13 +1,18 @@
-"""The batch: claim -> compute -> finalize, chunk by chunk, in portfolio-id order,
-and for each chunk date by date: the gap-free chain.
+"""The batch: claim and compute, chunk by chunk, in portfolio-id order, and for
+each chunk date by date: the gap-free chain.
 
 A run up to date D computes, for every selected portfolio, each price date
 after its latest complete snapshot up to D, in date order (the catch-up); a
 portfolio without a snapshot starts at the run's start date (D for `batch run`,
 --from for a backfill). One statement per chunk finds each portfolio's owed
-dates and claims them (sql/batch/claim_owed_dates.sql); then each date of the
-chunk is finalized in order. A late, skipped or failed day is therefore filled
-by the next run, and runs that overlap cooperate through the claims.
+dates (sql/batch/claim_owed_dates.sql, plan only); then, date by date, one
+statement inserts every free slot complete (sql/batch/insert_complete.sql:
+the claim and the result are one row, written once). What that leaves (a slot
+another run holds, a portfolio not computable now, a failed statement) takes
+the two-step protocol: claim (claim_owed_dates.sql, claiming), then finalize
+each date in order (finalize_claimed.sql). A late, skipped or failed day is
+therefore filled by the next run, and runs that overlap cooperate through the
+unique key, the portfolio row locks and the claims.
 
 Prices: before anything is written, the run checks every date it may cover
 (sql/batch/check_run_prices.sql): the first date on which more held symbols than
@@ -28,7 +33,8 @@ failed, lost (another run took our claim over). Slots held by other runs are
 looked at again at the end (and, with `wait`, until they are done or our lease
 has passed), so the result says what is true when the run ends.
 
-Crash safety: claims carry a lease; a run that dies is taken over when the
+Crash safety: the one-write statement is one transaction (a run killed inside
+it leaves nothing); claims carry a lease; a run that dies is taken over when the
 lease expires; every finalize is fenced on batch_run_id, so a run that lost its
 claim writes nothing. A database fault fails only the chunk in flight and its
 claims are released. A data error (an overflow, a check violation, a division
@@ -172,6 +178,7 @@ class ChunkPlan:
     got: set[tuple[int, date]]         # the slots this run now owns
     reclaimed: int
     starts: Counter[date]              # where the chunk's chains start, counted
+    busy: frozenset[int] = frozenset()  # portfolios with an owed slot that exists (someone's claim)
 
 
 @dataclass
@@ -349,17 +356,40 @@ ProgressFn = Callable[[int, int], None]
 
 # ---------------------------------------------------------------- one chunk, step by step
 async def claim_owed(conn: asyncpg.Connection, run_id: int, last: date, ids: list[int], lease: timedelta,
-                     starts: list[date], floors: bool = False) -> ChunkPlan:
+                     starts: list[date], floors: bool = False, claim: bool = True) -> ChunkPlan:
     """Find each portfolio's owed dates up to `last` and claim them (taking over
-    expired claims): one statement, in one short transaction."""
+    expired claims): one statement, in one short transaction. With claim=False
+    only the plan: nothing is written."""
     async with conn.transaction():
         await conn.execute(sql("batch/plan_chunk_statements"))
-        row = await conn.fetchrow(sql("batch/claim_owed_dates"), run_id, last, ids, lease, starts, floors)
+        row = await conn.fetchrow(sql("batch/claim_owed_dates"), run_id, last, ids, lease, starts, floors, claim)
     owed: dict[int, list[date]] = defaultdict(list)
     for pid, day in zip(row["owed_ids"], row["owed_dates"], strict=True):
         owed[pid].append(day)
     return ChunkPlan(dict(owed), set(zip(row["got_ids"], row["got_dates"], strict=True)), row["reclaimed"],
-                     Counter(dict(zip(row["start_dates"], row["start_counts"], strict=True))))
+                     Counter(dict(zip(row["start_dates"], row["start_counts"], strict=True))),
+                     frozenset(row["busy_ids"]))
+
+
+async def insert_complete(conn: asyncpg.Connection, run_id: int, day: date,
+                          ids: list[int]) -> tuple[list[int], list[Refused], list[int]]:
+    """Claim and finalize in one statement, in one short transaction: lock the
+    portfolios no other transaction holds (id order, SKIP LOCKED), then insert
+    every free slot of `day` of those complete and set equity
+    (batch/insert_complete.sql). Returns (inserted, refused, busy): a refused
+    portfolio was not computable now; a busy one is being written by another
+    transaction right now (its row lock was taken); one in none of them has a
+    slot someone holds."""
+    async with conn.transaction():
+        await conn.execute(sql("batch/plan_chunk_statements"))
+        locked = [r["id"] for r in await conn.fetch(sql("batch/lock_free_portfolios"), ids)]
+        busy = sorted(set(ids).difference(locked))
+        if not locked:
+            return [], [], busy
+        row = await conn.fetchrow(sql("batch/insert_complete"), run_id, day, locked, True)
+    refused = [Refused(pid, kind, detail) for pid, kind, detail in
+               zip(row["refused_ids"], row["refused_kinds"], row["refused_details"], strict=True)]
+    return list(row["inserted_ids"]), refused, busy
 
 
 async def renew_leases(conn: asyncpg.Connection, run_id: int, ids: list[int], from_dates: list[date],
@@ -734,9 +764,72 @@ class _Chunk:
         self.release[pid] = later[0]
 
 
+async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int],
+                            opts: BatchOptions) -> tuple[list[int], bool]:
+    """The one-write path of a main-pass chunk: plan its owed dates (nothing
+    claimed), then date by date insert every free slot as a complete snapshot
+    (insert_complete: the claim and the result are one row, one statement).
+
+    Returns (rest, counted): the portfolios left for the two-step protocol
+    (claim_owed, then finalize: it takes over, holds, fails and reports), and
+    whether the chunk's chain starts are counted already. A portfolio is left
+    when a slot of its owed dates exists (another run's claim), when it is not
+    computable now (the two-step path says why), or from the date where a
+    statement failed (nothing of a failed statement was written). One another
+    run is writing right now (its row is locked) is held from that date: the
+    run looks at it again at the end, when that run has finished it (runs that
+    start together thus share the chunks instead of queueing on each one).
+    Nothing here outlives its transaction: a crash leaves no claim to expire."""
+    try:
+        async with pool.acquire() as conn:
+            plan = await claim_owed(conn, result.run_id, result.date, ids, opts.lease,
+                                    [result.start] * len(ids), claim=False)
+    except DB_FAULTS:
+        return ids, False
+    result.chain_starts.update(plan.starts)
+    owed = {p: dates for p, dates in plan.owed.items() if p not in plan.busy}
+    rest = set(plan.owed) - set(owed)
+    written: dict[int, int] = dict.fromkeys(owed, 0)      # portfolio -> owed dates settled, in order
+    try:
+        async with pool.acquire() as conn:
+            for day in sorted({d for dates in owed.values() for d in dates}):
+                todo = [p for p, dates in sorted(owed.items())
+                        if p not in rest and written[p] < len(dates) and dates[written[p]] == day]
+                if not todo:
+                    continue
+                try:
+                    inserted, refused, busy = await insert_complete(conn, result.run_id, day, todo)
+                except DB_FAULTS as exc:
+                    if is_connection_fault(exc):
+                        raise
+                    rest.update(todo)         # a data error, a timeout: the two-step path isolates it
+                    continue
+                result.tally(day).processed += len(inserted)
+                before = {r.portfolio_id for r in refused if r.kind == "later_snapshot"}
+                result.tally(day).before_chain += len(before)   # another run started its chain later
+                settled = before.union(inserted)
+                for pid in settled:
+                    written[pid] += 1
+                for pid in busy:              # another run is writing it: look again at the end
+                    result.hold(pid, owed[pid][written[pid]:])
+                    written[pid] = len(owed[pid])
+                settled.update(busy)
+                rest.update(p for p in todo if p not in settled)
+    except DB_FAULTS:
+        pass                                  # the two-step path meets the fault and deals with it
+    rest.update(p for p, dates in owed.items() if written[p] < len(dates))
+    return sorted(rest), True
+
+
 async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], starts: list[date],
                          floors: bool, opts: BatchOptions, link: _Link) -> None:
     run_id = result.run_id
+    counted = floors
+    if not floors:
+        ids, counted = await _write_free_slots(pool, result, ids, opts)
+        if not ids:
+            return
+        starts = [result.start] * len(ids)
     for retry in (False, True):
         try:
             async with pool.acquire() as conn:
@@ -747,13 +840,13 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], 
             note = await _release_quietly(pool, link, dict(zip(ids, starts, strict=True)), exc)
             if not retry and note == RELEASED and is_connection_fault(exc):
                 continue      # the server was lost before any work: none of it is ours now; claim again
-            if not floors:
+            if not counted:
                 result.chain_starts[result.date] += len(ids)
             for pid, start in zip(ids, starts, strict=True):
                 days = [d for d in sorted(result.tallies) if d >= start] if floors else [result.date]
                 result.fail(pid, days, f"chunk failed while claiming ({_first_line(exc)}); {note}")
             return
-    if not floors:
+    if not counted:
         result.chain_starts.update(plan.starts)
     result.reclaimed += plan.reclaimed
     chunk = _Chunk(result, plan)

@@ -43,7 +43,8 @@ class DemoResult:
     history_days: int = 0
     day: str = ""
     racers: list[dict] = field(default_factory=list)
-    overlap: dict[str, int] = field(default_factory=dict)      # run id -> claims held at one moment
+    overlap: list[str] = field(default_factory=list)    # run ids running together at one moment
+    waiting: int = 0                                      # chunk statements waiting on a lock then
     rerun: dict = field(default_factory=dict)
     proof: dict = field(default_factory=dict)
     healthy: bool = False
@@ -57,8 +58,10 @@ class DemoResult:
 
     @property
     def overlapped(self) -> bool:
-        """Both racing runs held claims at the same moment (seen in the database)."""
-        return len(self.overlap) == 2 and set(self.overlap) == {str(r["run_id"]) for r in self.racers}
+        """Both racing runs were in flight at the same moment, their chunk
+        statements waiting on locks (seen in the database)."""
+        return (len(self.overlap) == 2 and set(self.overlap) == {str(r["run_id"]) for r in self.racers}
+                and self.waiting >= 3)
 
     def to_json(self) -> dict:
         return {**self.__dict__, "exactly_once": self.exactly_once, "overlapped": self.overlapped}
@@ -107,9 +110,10 @@ def _on_pool(dsn: str, work: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
 
 async def _race(dsn: str, day: date) -> tuple[dict[int, int], list[subprocess.Popen]]:
     """Start two `pnl batch run --date DAY` processes behind a starting gate
-    (sql/demo/hold_equity_writes.sql): both claim, neither can finalize, until
-    the database shows both holding claims at once (or GATE_S passed). Returns
-    {run id: claims held} as seen at that moment, and the processes."""
+    (sql/demo/hold_equity_writes.sql): neither can write a snapshot, until the
+    database shows both running with their chunk statements waiting (or GATE_S
+    passed). Returns {run id: chunk statements waiting} as seen at that moment,
+    and the processes."""
     gate = await asyncpg.connect(dsn)
     racers: list[subprocess.Popen] = []
     owners: dict[int, int] = {}
@@ -121,8 +125,10 @@ async def _race(dsn: str, day: date) -> tuple[dict[int, int], list[subprocess.Po
                       for _ in range(2)]
             deadline = time.monotonic() + GATE_S
             while time.monotonic() < deadline and all(p.poll() is None for p in racers):
-                owners = {r["batch_run_id"]: r["claims"] for r in await gate.fetch(sql("demo/claim_owners"), day)}
-                if len(owners) >= 2:
+                await gate.execute(sql("demo/fresh_activity"))
+                owners = {r["batch_run_id"]: r["waiting"] for r in await gate.fetch(sql("demo/runs_in_flight"), day)}
+                # a run's --workers (2) chunks wait at the gate; one more waiting statement is the other run's
+                if len(owners) >= 2 and min(owners.values()) >= 3:
                     break
                 await asyncio.sleep(0.05)
             # Leaving the block commits nothing (the gate wrote nothing) and releases the lock.
@@ -169,13 +175,15 @@ def run_demo(embedded: Embedded, spec: SeedSpec, say: Say) -> DemoResult:
         "(a cron retry overlapping a manual run)")
     owners, racers = asyncio.run(_race(dsn, last))
     result.racers = [_result(p, "a racing batch run") for p in racers]
-    result.overlap = {str(run): claims for run, claims in owners.items()}
+    result.overlap = [str(run) for run in owners]
+    result.waiting = min(owners.values(), default=0)
     if result.overlapped:
-        held = " and ".join(f"run #{run} {claims}" for run, claims in owners.items())
-        say(f"     seen in the database at one moment, both runs holding unfinished claims: {held}")
+        runs = " and ".join(f"#{run}" for run in owners)
+        say(f"     seen in the database at one moment: runs {runs} both in flight, {result.waiting} of their "
+            "chunk statements waiting on locks (the second run on a chunk waits for the first one's slots)")
     for name, r in zip("AB", result.racers, strict=True):
         say(f"     process {name}: processed {r['processed']}, already done {r['already_done']} "
-            "(a slot the other had already claimed is left alone)")
+            "(a slot the other had already written or claimed is left alone)")
     result.rerun = _result(_pnl(dsn, "batch", "run", "--date", last.isoformat()), "the re-run")
     say(f"   and an operator re-runs it: processed {result.rerun['processed']}, "
         f"already done {result.rerun['already_done']}")

@@ -39,7 +39,26 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "co
 
 
 # ---------------------------------------------------------------- race windows, widened from the database side
-SLOW_FINALIZE_SQL = """
+# The batch writes a free slot in one statement (batch/insert_complete.sql: the
+# row is born complete, nothing to widen); the windows below are those of the
+# two-step protocol (claim, then finalize), which it uses for what that
+# statement leaves. While a window is widened, that statement is refused (it
+# raises), so the batch takes the two-step path for every slot.
+TWO_STEP_ONLY_SQL = """
+CREATE OR REPLACE FUNCTION pnl_test_refuse_one_step() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_query() LIKE '-- insert_complete:%' THEN
+        RAISE EXCEPTION 'pnl test: one-statement insert refused';
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS pnl_test_two_step_only ON portfolio_snapshots;
+CREATE TRIGGER pnl_test_two_step_only
+    BEFORE INSERT ON portfolio_snapshots
+    FOR EACH STATEMENT EXECUTE FUNCTION pnl_test_refuse_one_step();
+"""
+
+SLOW_FINALIZE_SQL = TWO_STEP_ONLY_SQL + """
 CREATE OR REPLACE FUNCTION pnl_test_sleep() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_sleep(TG_ARGV[0]::double precision);
@@ -51,7 +70,8 @@ CREATE TRIGGER pnl_test_slow_finalize
     FOR EACH STATEMENT EXECUTE FUNCTION pnl_test_sleep('{seconds}');
 """
 
-UNSLOW_FINALIZE_SQL = "DROP TRIGGER IF EXISTS pnl_test_slow_finalize ON portfolio_snapshots"
+UNSLOW_FINALIZE_SQL = ("DROP TRIGGER IF EXISTS pnl_test_slow_finalize ON portfolio_snapshots;"
+                       " DROP TRIGGER IF EXISTS pnl_test_two_step_only ON portfolio_snapshots")
 
 
 def slow_finalize(dsn: str, seconds: float) -> None:
@@ -74,7 +94,7 @@ def unslow_finalize(dsn: str) -> None:
 
 
 # ---------------------------------------------------------------- a gate at the finalize statement, opened by the test
-HOLD_FINALIZE_SQL = """
+HOLD_FINALIZE_SQL = TWO_STEP_ONLY_SQL + """
 DROP TRIGGER IF EXISTS pnl_test_hold_finalize ON portfolio_snapshots;
 DROP SEQUENCE IF EXISTS pnl_test_gate_entries;
 DROP TABLE IF EXISTS pnl_test_gate_open;

@@ -180,12 +180,13 @@ def test_heartbeat_keeps_the_leases_of_a_statement_slower_than_the_lease(db: Db)
     assert_exactly_once(db, book)
 
 
-def test_statement_timeout_fails_only_that_chunk_and_releases_its_claims(db: Db) -> None:
+def test_statement_timeout_fails_only_what_it_blocks_and_releases_its_claims(db: Db) -> None:
     book = random_book(db.conn, 30, [DAY])
     ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
     blocker = psycopg.connect(db.dsn)
     try:
-        # Hold a row lock on a portfolio of the second chunk: its finalize must wait, then time out.
+        # Hold a row lock on a portfolio of the second chunk: the one-write path skips it (SKIP LOCKED)
+        # and writes the rest of the chunk; the two-step path claims it, its finalize waits, times out.
         blocker.execute("SELECT 1 FROM portfolios WHERE id = %s FOR UPDATE", (ids[15],))
         code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10",
                                             global_args=("--statement-timeout", "1s")))
@@ -193,13 +194,32 @@ def test_statement_timeout_fails_only_that_chunk_and_releases_its_claims(db: Db)
         blocker.rollback()
         blocker.close()
     assert code == 1, err
-    assert out is not None and (out["processed"], out["failed"], out["status"]) == (20, 10, "partial")
+    assert out is not None and (out["processed"], out["failed"], out["status"]) == (29, 1, "partial")
     assert "canceling statement due to statement timeout" in out["failures"][0]["reason"]
-    assert {f["portfolio_id"] for f in out["failures"]} == set(ids[10:20])
+    assert {f["portfolio_id"] for f in out["failures"]} == {ids[15]}
     assert incomplete(db) == 0                                     # released, not left to expire
-    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = ANY(%s)", ids[10:20]) == 0
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s", ids[15]) == 0
     code, again, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
-    assert code == 0 and again is not None and again["processed"] == 10, err
+    assert code == 0 and again is not None and again["processed"] == 1, err
+    assert_exactly_once(db, book)
+
+
+def test_statement_timeout_of_a_two_step_chunk_fails_that_chunk(db: Db) -> None:
+    book = random_book(db.conn, 30, [DAY])
+    ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
+    slow_finalize(db.dsn, 3)           # two steps only, and every finalize outlasts the timeout
+    try:
+        code, out, err = finish(start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10",
+                                            *[a for pid in ids[10:20] for a in ("--portfolio", str(pid))],
+                                            global_args=("--statement-timeout", "1s")))
+    finally:
+        unslow_finalize(db.dsn)
+    assert code == 1, err
+    assert out is not None and (out["processed"], out["failed"], out["status"]) == (0, 10, "failed")
+    assert "canceling statement due to statement timeout" in out["failures"][0]["reason"]
+    assert incomplete(db) == 0                                     # released, not left to expire
+    code, again, err = finish(start_batch(db.dsn, "--date", DAY.isoformat()))
+    assert code == 0 and again is not None and again["processed"] == 30, err
     assert_exactly_once(db, book)
 
 

@@ -35,7 +35,7 @@ def test_demo_runs_to_completion_on_the_embedded_server(data_dir: Path) -> None:
     out = json.loads(res.out)
     assert out["exactly_once"] is True and out["healthy"] is True
     assert sum(r["processed"] for r in out["racers"]) == 60 and out["rerun"]["processed"] == 0
-    # The overlap, seen in the database: both racing runs held claims at one moment, and both did work.
+    # The overlap, seen in the database: both racing runs in flight at one moment, waiting on locks.
     assert out["overlapped"] is True
     assert sorted(map(int, out["overlap"])) == sorted(r["run_id"] for r in out["racers"])
     assert all(r["processed"] > 0 for r in out["racers"])

@@ -99,7 +99,7 @@ BEGIN
     PERFORM 1 / (NEW.portfolio_id - {pid});
     RETURN NEW;
 END $$;
-CREATE TRIGGER pnl_test_poison BEFORE UPDATE ON portfolio_snapshots FOR EACH ROW
+CREATE TRIGGER pnl_test_poison BEFORE INSERT OR UPDATE ON portfolio_snapshots FOR EACH ROW
     WHEN (NEW.portfolio_id = {pid} AND NEW.is_complete AND NEW.snapshot_date >= '{day}')
     EXECUTE FUNCTION pnl_test_divide();
 """

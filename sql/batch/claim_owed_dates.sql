@@ -21,18 +21,24 @@
 --     UPDATE ... FOR UPDATE SKIP LOCKED, so two runs never take the same one;
 --   * a free slot is claimed: INSERT ... ON CONFLICT DO NOTHING RETURNING. A
 --     slot another run claimed a moment ago comes back in neither list.
+-- With $7 false it only plans: the same owed slots, nothing claimed or taken
+-- over (the batch then writes the free ones with batch/insert_complete.sql and
+-- hands the rest back to this statement with $7 true).
 -- Run it in a transaction after batch/plan_chunk_statements.sql (claim rows
 -- are too new for the statistics; every access here has an index path).
 --
 -- $1 run id (bigint)   $2 last date (date)   $3 portfolio ids (bigint[])
 -- $4 lease (interval)  $5 start dates (date[], aligned with $3)
 -- $6 start dates are floors for every portfolio (boolean)
+-- $7 claim (boolean): false = plan only, write nothing
 -- Returns one row:
 --   owed_ids bigint[], owed_dates date[]     every owed slot, by portfolio then date
 --   got_ids bigint[], got_dates date[]       the slots this run now owns (claimed or taken over)
 --   reclaimed bigint                         of which taken over from a dead run
 --   start_dates date[], start_counts bigint[]  where the chunk's chains start (first
 --                                            complete snapshot, else the start date), counted
+--   busy_ids bigint[]                        portfolios with an owed slot that exists
+--                                            (claimed by some run, or complete meanwhile)
 WITH RECURSIVE chunk AS (
     SELECT c.portfolio_id, c.start_date,
            (SELECT s.snapshot_date FROM portfolio_snapshots AS s
@@ -90,6 +96,7 @@ expired AS (
      WHERE s.id = ANY (ARRAY(SELECT w.slot_id FROM wanted AS w WHERE w.slot_id IS NOT NULL))
        AND NOT s.is_complete
        AND s.lease_expires_at < now()
+       AND $7::boolean
      ORDER BY s.portfolio_id, s.snapshot_date
        FOR UPDATE SKIP LOCKED
 ),
@@ -108,6 +115,7 @@ claimed AS (
     SELECT w.portfolio_id, w.snapshot_date, false, $1::bigint, now(), now() + $4::interval
       FROM wanted AS w
      WHERE w.slot_id IS NULL
+       AND $7::boolean
      ORDER BY w.portfolio_id, w.snapshot_date
         ON CONFLICT (portfolio_id, snapshot_date) DO NOTHING
     RETURNING portfolio_id, snapshot_date
@@ -128,4 +136,5 @@ SELECT ARRAY(SELECT o.portfolio_id FROM owed AS o ORDER BY o.portfolio_id, o.sna
        ARRAY(SELECT g.snapshot_date FROM got AS g ORDER BY g.portfolio_id, g.snapshot_date)::date[]   AS got_dates,
        (SELECT count(*) FROM taken)                                                                   AS reclaimed,
        ARRAY(SELECT s.start_date FROM starts AS s ORDER BY 1)::date[]                                 AS start_dates,
-       ARRAY(SELECT s.n FROM starts AS s ORDER BY s.start_date)::bigint[]                             AS start_counts;
+       ARRAY(SELECT s.n FROM starts AS s ORDER BY s.start_date)::bigint[]                             AS start_counts,
+       ARRAY(SELECT DISTINCT o.portfolio_id FROM owed AS o WHERE o.slot_id IS NOT NULL ORDER BY 1)::bigint[] AS busy_ids;
