@@ -10,14 +10,42 @@
 -- date; every later NAV of the portfolio inherits the error.
 -- What to do: `pnl repair --portfolio <portfolio_id> --from <snapshot_date>
 -- --dry-run`, then without --dry-run (or `pnl repair --all-broken`).
+-- Bounded by the setting pnl.verify_since (`pnl verify --since DATE`, see
+-- sql/checks/set_verify_since.sql): only snapshots on or after it are checked
+-- (each against its previous complete snapshot, however old), one index range
+-- scan per portfolio and one backward probe per snapshot: the cost follows the
+-- dates checked, not the table's depth. Unset: every snapshot (one window
+-- over the whole table).
 -- Zero rows = healthy. Run it with: psql "$DATABASE_URL" -f sql/verify/broken_equity_chain.sql
-WITH chain AS (
+WITH bound AS MATERIALIZED (
+    SELECT NULLIF(current_setting('pnl.verify_since', true), '')::date AS since
+),
+chain AS (
+    -- the full check: the whole table, one window per chain (skipped when bounded)
     SELECT s.id, s.portfolio_id, s.snapshot_date, s.opening_equity, s.daily_pnl, s.net_asset_value,
            lag(s.snapshot_date) OVER w    AS previous_date,
            lag(s.net_asset_value) OVER w  AS previous_nav
       FROM portfolio_snapshots AS s
      WHERE s.is_complete
+       AND (SELECT b.since FROM bound AS b) IS NULL
     WINDOW w AS (PARTITION BY s.portfolio_id ORDER BY s.snapshot_date)
+    UNION ALL
+    -- the bounded check: each portfolio's snapshots on or after the bound
+    SELECT s.id, p.id, s.snapshot_date, s.opening_equity, s.daily_pnl, s.net_asset_value,
+           prev.snapshot_date, prev.net_asset_value
+      FROM bound AS b
+      JOIN portfolios AS p ON b.since IS NOT NULL
+      JOIN LATERAL (
+            SELECT ps.id, ps.snapshot_date, ps.opening_equity, ps.daily_pnl, ps.net_asset_value
+              FROM portfolio_snapshots AS ps
+             WHERE ps.portfolio_id = p.id AND ps.snapshot_date >= b.since AND ps.is_complete
+            OFFSET 0) AS s ON true
+      LEFT JOIN LATERAL (
+            SELECT pv.snapshot_date, pv.net_asset_value
+              FROM portfolio_snapshots AS pv
+             WHERE pv.portfolio_id = p.id AND pv.snapshot_date < s.snapshot_date AND pv.is_complete
+             ORDER BY pv.snapshot_date DESC
+             LIMIT 1) AS prev ON true
 ),
 checked AS (
     SELECT c.*,

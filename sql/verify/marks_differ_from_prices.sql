@@ -20,6 +20,9 @@
 -- --dry-run (or `pnl repair --all-broken`): it re-fixes the marks on and after
 -- that date from market_prices (the old ones archived in
 -- valuation_mark_repair_audit) and replays the affected portfolios.
+-- Bounded by the setting pnl.verify_since (`pnl verify --since DATE`, see
+-- sql/checks/set_verify_since.sql): only marks on or after it (a range scan
+-- of pk_valuation_marks). Unset: every mark.
 -- Zero rows = healthy. Run it with: psql "$DATABASE_URL" -f sql/verify/marks_differ_from_prices.sql
 WITH differing AS MATERIALIZED (
     -- one backward probe of pk_market_prices per mark; the portfolios are
@@ -36,8 +39,9 @@ WITH differing AS MATERIALIZED (
              WHERE mp.symbol = vm.symbol AND mp.price_date <= vm.mark_date
              ORDER BY mp.price_date DESC
              LIMIT 1) AS cur ON true
-     WHERE cur.price_date IS DISTINCT FROM vm.price_date
-        OR cur.close_price IS DISTINCT FROM vm.close_price
+     WHERE vm.mark_date >= COALESCE(NULLIF(current_setting('pnl.verify_since', true), '')::date, '-infinity')
+       AND (cur.price_date IS DISTINCT FROM vm.price_date
+            OR cur.close_price IS DISTINCT FROM vm.close_price)
 ),
 counted AS (
     SELECT d.*,
