@@ -179,6 +179,7 @@ class ChunkPlan:
     reclaimed: int
     starts: Counter[date]              # where the chunk's chains start, counted
     busy: frozenset[int] = frozenset()  # portfolios with an owed slot that exists (someone's claim)
+    follows: dict[tuple[int, date], date | None] = field(default_factory=dict)  # slot -> the snapshot it follows
 
 
 @dataclass
@@ -368,15 +369,17 @@ async def claim_owed(conn: asyncpg.Connection, run_id: int, last: date, ids: lis
         owed[pid].append(day)
     return ChunkPlan(dict(owed), set(zip(row["got_ids"], row["got_dates"], strict=True)), row["reclaimed"],
                      Counter(dict(zip(row["start_dates"], row["start_counts"], strict=True))),
-                     frozenset(row["busy_ids"]))
+                     frozenset(row["busy_ids"]),
+                     dict(zip(zip(row["owed_ids"], row["owed_dates"], strict=True), row["owed_prev"], strict=True)))
 
 
-async def insert_complete(conn: asyncpg.Connection, run_id: int, day: date,
-                          ids: list[int]) -> tuple[list[int], list[Refused], list[int]]:
+async def insert_complete(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int],
+                          follows: list[date | None]) -> tuple[list[int], list[Refused], list[int]]:
     """Claim and finalize in one statement, in one short transaction: lock the
     portfolios no other transaction holds (id order, SKIP LOCKED), then insert
     every free slot of `day` of those complete and set equity
-    (batch/insert_complete.sql). Returns (inserted, refused, busy): a refused
+    (batch/insert_complete.sql), if it still follows the snapshot `follows`
+    says (aligned with ids; else it is left alone: the plan is stale). Returns (inserted, refused, busy): a refused
     portfolio was not computable now; a busy one is being written by another
     transaction right now (its row lock was taken); one in none of them has a
     slot someone holds."""
@@ -386,7 +389,9 @@ async def insert_complete(conn: asyncpg.Connection, run_id: int, day: date,
         busy = sorted(set(ids).difference(locked))
         if not locked:
             return [], [], busy
-        row = await conn.fetchrow(sql("batch/insert_complete"), run_id, day, locked, True)
+        after = dict(zip(ids, follows, strict=True))
+        row = await conn.fetchrow(sql("batch/insert_complete"), run_id, day, locked, True,
+                                  [after[p] for p in locked])
     refused = [Refused(pid, kind, detail) for pid, kind, detail in
                zip(row["refused_ids"], row["refused_kinds"], row["refused_details"], strict=True)]
     return list(row["inserted_ids"]), refused, busy
@@ -765,7 +770,7 @@ class _Chunk:
 
 
 async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int],
-                            opts: BatchOptions) -> tuple[list[int], bool]:
+                            opts: BatchOptions) -> tuple[list[int], dict[int, list[date]] | None]:
     """The one-write path of a main-pass chunk: plan its owed dates (nothing
     claimed), then date by date insert every free slot as a complete snapshot
     (insert_complete: the claim and the result are one row, one statement).
@@ -785,20 +790,25 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
             plan = await claim_owed(conn, result.run_id, result.date, ids, opts.lease,
                                     [result.start] * len(ids), claim=False)
     except DB_FAULTS:
-        return ids, False
+        return ids, None
     result.chain_starts.update(plan.starts)
     owed = {p: dates for p, dates in plan.owed.items() if p not in plan.busy}
     rest = set(plan.owed) - set(owed)
     written: dict[int, int] = dict.fromkeys(owed, 0)      # portfolio -> owed dates settled, in order
+    beat, every = time.monotonic(), opts.lease.total_seconds() / 3
     try:
         async with pool.acquire() as conn:
             for day in sorted({d for dates in owed.values() for d in dates}):
+                if time.monotonic() - beat > every:   # no claim says this run is alive: the heartbeat must
+                    await _heartbeat(pool, result)     # (runs/mark_abandoned.sql)
+                    beat = time.monotonic()
                 todo = [p for p, dates in sorted(owed.items())
                         if p not in rest and written[p] < len(dates) and dates[written[p]] == day]
                 if not todo:
                     continue
                 try:
-                    inserted, refused, busy = await insert_complete(conn, result.run_id, day, todo)
+                    inserted, refused, busy = await insert_complete(conn, result.run_id, day, todo,
+                                                                    [plan.follows[(p, day)] for p in todo])
                 except DB_FAULTS as exc:
                     if is_connection_fault(exc):
                         raise
@@ -818,15 +828,19 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
     except DB_FAULTS:
         pass                                  # the two-step path meets the fault and deals with it
     rest.update(p for p, dates in owed.items() if written[p] < len(dates))
-    return sorted(rest), True
+    # each one's dates not settled here: what a failed claim of the two-step path fails
+    left = {p: plan.owed[p][written.get(p, 0):] for p in rest}
+    return sorted(rest), left
 
 
 async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], starts: list[date],
                          floors: bool, opts: BatchOptions, link: _Link) -> None:
     run_id = result.run_id
     counted = floors
+    left: dict[int, list[date]] | None = None
     if not floors:
-        ids, counted = await _write_free_slots(pool, result, ids, opts)
+        ids, left = await _write_free_slots(pool, result, ids, opts)
+        counted = left is not None
         if not ids:
             return
         starts = [result.start] * len(ids)
@@ -843,7 +857,8 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], 
             if not counted:
                 result.chain_starts[result.date] += len(ids)
             for pid, start in zip(ids, starts, strict=True):
-                days = [d for d in sorted(result.tallies) if d >= start] if floors else [result.date]
+                days = ([d for d in sorted(result.tallies) if d >= start] if floors
+                        else left[pid] if left is not None else [result.date])
                 result.fail(pid, days, f"chunk failed while claiming ({_first_line(exc)}); {note}")
             return
     if not counted:

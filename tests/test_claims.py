@@ -74,7 +74,7 @@ def test_a_run_that_lost_its_claim_finalizes_nothing(db: Db) -> None:
     pid = setup(db)
     claim(db, pid, run_id=1, expired=True)
     taken = call(db, "batch/claim_owed_dates", 2, DAY, [pid], timedelta(minutes=15), [DAY], False, True)
-    assert taken == [([pid], [DAY], [pid], [DAY], 1, [DAY], [1], [pid])]
+    assert taken == [([pid], [DAY], [pid], [DAY], 1, [DAY], [1], [pid], [None])]
     zombie = call(db, "batch/finalize_claimed", 1, DAY, [pid], True)[0]
     assert zombie == ([], [], [], [], 0)
     assert db.one("SELECT is_complete, batch_run_id FROM portfolio_snapshots WHERE portfolio_id = %s", pid) \

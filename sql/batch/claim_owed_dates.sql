@@ -39,6 +39,9 @@
 --                                            complete snapshot, else the start date), counted
 --   busy_ids bigint[]                        portfolios with an owed slot that exists
 --                                            (claimed by some run, or complete meanwhile)
+--   owed_prev date[]                         aligned with owed_ids: the complete snapshot each
+--                                            owed slot follows (the previous owed date, else
+--                                            the latest complete one; NULL: a chain's first)
 WITH RECURSIVE chunk AS (
     SELECT c.portfolio_id, c.start_date,
            (SELECT s.snapshot_date FROM portfolio_snapshots AS s
@@ -51,7 +54,7 @@ WITH RECURSIVE chunk AS (
 ),
 bounds AS (
     -- owed: price dates d with lower < d <= $2
-    SELECT ch.portfolio_id, ch.start_date, ch.first_date,
+    SELECT ch.portfolio_id, ch.start_date, ch.first_date, ch.last_date,
            CASE WHEN $6::boolean THEN GREATEST(ch.last_date, ch.start_date - 1)
                 ELSE COALESCE(ch.last_date, ch.start_date - 1) END AS lower
       FROM chunk AS ch
@@ -68,7 +71,7 @@ calendar(d) AS (
 ),
 owed AS (
     SELECT b.portfolio_id, k.d AS snapshot_date, slot.id AS slot_id, slot.is_complete,
-           slot.lease_expires_at < now() AS expired
+           slot.lease_expires_at < now() AS expired, b.last_date
       FROM bounds AS b
       JOIN calendar AS k ON k.d IS NOT NULL AND k.d > b.lower
       LEFT JOIN LATERAL (
@@ -137,4 +140,7 @@ SELECT ARRAY(SELECT o.portfolio_id FROM owed AS o ORDER BY o.portfolio_id, o.sna
        (SELECT count(*) FROM taken)                                                                   AS reclaimed,
        ARRAY(SELECT s.start_date FROM starts AS s ORDER BY 1)::date[]                                 AS start_dates,
        ARRAY(SELECT s.n FROM starts AS s ORDER BY s.start_date)::bigint[]                             AS start_counts,
-       ARRAY(SELECT DISTINCT o.portfolio_id FROM owed AS o WHERE o.slot_id IS NOT NULL ORDER BY 1)::bigint[] AS busy_ids;
+       ARRAY(SELECT DISTINCT o.portfolio_id FROM owed AS o WHERE o.slot_id IS NOT NULL ORDER BY 1)::bigint[] AS busy_ids,
+       ARRAY(SELECT COALESCE(lag(o.snapshot_date) OVER (PARTITION BY o.portfolio_id ORDER BY o.snapshot_date),
+                             o.last_date)
+               FROM owed AS o ORDER BY o.portfolio_id, o.snapshot_date)::date[]                      AS owed_prev;

@@ -20,6 +20,11 @@
 --
 -- $1 run id (bigint)   $2 snapshot date (date)   $3 portfolio ids (bigint[])
 -- $4 gap-free (boolean; the batch passes true)
+-- $5 expected previous dates (date[], aligned with $3): the complete snapshot
+--    the caller's plan says each slot follows (NULL: a chain's first). A
+--    portfolio whose previous complete snapshot is another one now (an undo,
+--    a repair or another run changed its chain since the plan) is not
+--    written: the caller re-plans it the two-step way.
 -- Returns one row: inserted_ids bigint[]   (the snapshots written)
 --                  refused_ids bigint[], refused_kinds text[], refused_details text[]
 --                  (not computable now, aligned by position; nothing written)
@@ -34,8 +39,11 @@ inserted AS (
            c.net_asset_value, c.daily_return, c.cumulative_pnl, c.long_value, c.short_value,
            c.gross_exposure, c.net_exposure, c.num_positions, $1::bigint, now(), now()
       FROM computed AS c
+      JOIN unnest($3::bigint[], $5::date[]) AS e(portfolio_id, prev_date)
+        ON e.portfolio_id = c.portfolio_id
      WHERE c.snapshot_id IS NULL
        AND c.failure_kind IS NULL
+       AND c.prev_date IS NOT DISTINCT FROM e.prev_date
      ORDER BY c.portfolio_id
         ON CONFLICT (portfolio_id, snapshot_date) DO NOTHING
     RETURNING portfolio_id, net_asset_value
@@ -48,10 +56,14 @@ equity AS (
     RETURNING pf.id
 )
 SELECT ARRAY(SELECT i.portfolio_id FROM inserted AS i ORDER BY 1)::bigint[]  AS inserted_ids,
+       -- only free slots are refused: a slot that exists (complete, or someone's claim) is not
+       -- ours to judge; the caller hands it to the two-step path (already done, or held)
        ARRAY(SELECT c.portfolio_id FROM computed AS c
-              WHERE c.failure_kind IS NOT NULL ORDER BY 1)::bigint[]       AS refused_ids,
+              WHERE c.failure_kind IS NOT NULL AND c.snapshot_id IS NULL ORDER BY 1)::bigint[] AS refused_ids,
        ARRAY(SELECT c.failure_kind FROM computed AS c
-              WHERE c.failure_kind IS NOT NULL ORDER BY c.portfolio_id)::text[] AS refused_kinds,
+              WHERE c.failure_kind IS NOT NULL AND c.snapshot_id IS NULL
+              ORDER BY c.portfolio_id)::text[]                                  AS refused_kinds,
        ARRAY(SELECT c.failure_detail FROM computed AS c
-              WHERE c.failure_kind IS NOT NULL ORDER BY c.portfolio_id)::text[] AS refused_details,
+              WHERE c.failure_kind IS NOT NULL AND c.snapshot_id IS NULL
+              ORDER BY c.portfolio_id)::text[]                                  AS refused_details,
        (SELECT count(*) FROM equity)                                        AS equity_updated;

@@ -58,7 +58,8 @@
 --   ($3, $2), NULL if none), opening_equity, daily_pnl, capital_flow,
 --   net_asset_value, daily_return, cumulative_pnl, long_value, short_value,
 --   gross_exposure, net_exposure, num_positions, fence_run_id, fence_complete,
---   failure_kind, failure_detail.
+--   failure_kind, failure_detail, prev_date (the previous complete snapshot's
+--   date the values are computed from; NULL: none, a chain's first snapshot).
 WITH claimed AS (
     -- Driven by the ids, not by a scan of the claim rows: unnest() of a bound
     -- array is estimated exactly, and each slot is one probe of its unique key.
@@ -79,6 +80,7 @@ base AS (
            COALESCE(prev.net_asset_value,
                     (SELECT pf.equity_balance FROM portfolios AS pf WHERE pf.id = c.portfolio_id)) AS opening_equity,
            COALESCE(prev.cumulative_pnl, 0) AS prev_cumulative,
+           prev.snapshot_date AS prev_date,
            (SELECT min(ps.snapshot_date) FROM portfolio_snapshots AS ps
              WHERE ps.portfolio_id = c.portfolio_id AND ps.snapshot_date > $2::date
                AND ps.is_complete) AS later_complete,
@@ -179,6 +181,7 @@ outcome AS (
                               AND f.flow_date <= $2::date
                               AND (b.b IS NULL OR f.flow_date > b.b)), 0), 4) AS capital_flow,
            b.prev_cumulative,
+           b.prev_date,
            round(COALESCE(pp.long_value, 0), 4)            AS long_value,
            round(COALESCE(pp.short_value, 0), 4)           AS short_value,
            COALESCE(pp.num_positions, 0)                   AS num_positions,
