@@ -13,8 +13,8 @@
 -- Bounded by the setting pnl.verify_since (`pnl verify --since DATE`, see
 -- sql/checks/set_verify_since.sql): only snapshots on or after it are checked
 -- (each against its previous complete snapshot, however old), one index range
--- scan per portfolio and one backward probe per snapshot: the cost follows the
--- dates checked, not the table's depth. Unset: every snapshot (one window
+-- scan and one backward probe per portfolio: the cost follows the dates
+-- checked, not the table's depth. Unset: every snapshot (one window
 -- over the whole table).
 -- Zero rows = healthy. Run it with: psql "$DATABASE_URL" -f sql/verify/broken_equity_chain.sql
 WITH bound AS MATERIALIZED (
@@ -30,9 +30,14 @@ chain AS (
        AND (SELECT b.since FROM bound AS b) IS NULL
     WINDOW w AS (PARTITION BY s.portfolio_id ORDER BY s.snapshot_date)
     UNION ALL
-    -- the bounded check: each portfolio's snapshots on or after the bound
+    -- the bounded check: each portfolio's snapshots on or after the bound, each
+    -- against the one before it (LAG); the first against the portfolio's latest
+    -- complete snapshot before the bound (one backward probe per portfolio)
     SELECT s.id, p.id, s.snapshot_date, s.opening_equity, s.daily_pnl, s.net_asset_value,
-           prev.snapshot_date, prev.net_asset_value
+           CASE WHEN lag(s.snapshot_date) OVER w IS NULL THEN before.snapshot_date
+                ELSE lag(s.snapshot_date) OVER w END,
+           CASE WHEN lag(s.snapshot_date) OVER w IS NULL THEN before.net_asset_value
+                ELSE lag(s.net_asset_value) OVER w END
       FROM bound AS b
       JOIN portfolios AS p ON b.since IS NOT NULL
       JOIN LATERAL (
@@ -43,9 +48,10 @@ chain AS (
       LEFT JOIN LATERAL (
             SELECT pv.snapshot_date, pv.net_asset_value
               FROM portfolio_snapshots AS pv
-             WHERE pv.portfolio_id = p.id AND pv.snapshot_date < s.snapshot_date AND pv.is_complete
+             WHERE pv.portfolio_id = p.id AND pv.snapshot_date < b.since AND pv.is_complete
              ORDER BY pv.snapshot_date DESC
-             LIMIT 1) AS prev ON true
+             LIMIT 1) AS before ON true
+    WINDOW w AS (PARTITION BY p.id ORDER BY s.snapshot_date)
 ),
 checked AS (
     SELECT c.*,
