@@ -596,6 +596,9 @@ def _render_run(r: batch.RunResult, head: str) -> None:
         click.echo(f"pnl: error: {r.error}", err=True)
     if r.held:
         click.echo(f"held: {r.held} slot(s) are owned by other live runs:", err=True)
+        if not r.holders:
+            click.echo("  none holds a claim on them now: at the run's last look another transaction was "
+                       "writing them (its row locks were taken)", err=True)
         for h in r.holders:
             who = f" ({h.host}:{h.pid})" if h.host else ""
             click.echo(f"  run #{h.run_id}{who} holds {h.claims} claim(s) {h.first_date}..{h.last_date}, lease "
