@@ -723,8 +723,9 @@ def batch_undo_cmd(ctx: Context, from_day: DayRequest | None, portfolio: tuple[i
     whole in snapshot_undo_audit under the undo's run id; equity goes back to
     the NAV of the latest snapshot left (else the opening equity of the first
     removed one). One transaction per chunk of portfolios. Refused (exit 1)
-    while another run holds unfinished claims on or after --from on those
-    portfolios. Running the dates again reproduces the same numbers;
+    while a batch run up to --from or later is running (heartbeat younger
+    than its lease), or another run holds unfinished claims on or after
+    --from on those portfolios. Running the dates again reproduces the same numbers;
     --restore RUN_ID puts rows and equity back exactly.
     """
     if restore_run is not None:

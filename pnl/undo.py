@@ -88,11 +88,13 @@ class RestoreResult:
 
 
 def _claims_message(claims: list[LiveClaims], day: date) -> str:
-    runs = ", ".join(f"run #{c.run_id} ({c.claims} claim(s), lease until {c.lease_expires_at:%Y-%m-%d %H:%M:%S%z})"
-                     for c in claims[:5])
+    runs = ", ".join(f"run #{c.run_id} ("
+                     + (f"{c.claims} claim(s), lease until" if c.claims else "running, alive until at least")
+                     + f" {c.lease_expires_at:%Y-%m-%d %H:%M:%S%z})" for c in claims[:5])
     more = f" and {len(claims) - 5} more run(s)" if len(claims) > 5 else ""
-    return (f"refused: runs hold unfinished claims on or after {day} on these portfolios: {runs}{more}; "
-            "undo would remove dates under them. Let them finish (or `pnl cleanup`), then undo again")
+    return (f"refused: runs are computing dates on or after {day} (running, or holding unfinished claims on "
+            f"these portfolios): {runs}{more}; undo would remove dates under them. Let them finish (or, for "
+            "a dead run's claims, `pnl cleanup`), then undo again")
 
 
 async def _live_claims(conn: asyncpg.Connection, day: date, ids: list[int] | None) -> list[LiveClaims]:

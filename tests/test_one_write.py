@@ -124,6 +124,26 @@ def test_kill_9_inside_the_one_write_statement_leaves_nothing(db: Db) -> None:
     assert_chains(db, book, [DAY])
 
 
+def test_undo_is_refused_while_a_batch_run_is_running(db: Db) -> None:
+    """In the one-write phase a run holds no claim; undo still refuses while it runs."""
+    random_book(db.conn, 30, [DAY])
+    hook_insert(db, "gate")
+    proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1")
+    try:
+        wait_for(lambda: inserting(db) == 1, what="the run's first INSERT in flight")
+        res = run_cli("batch", "undo", "--from", DAY.isoformat(), "--yes", dsn=db.dsn)
+        run_id = db.scalar("SELECT max(id) FROM batch_runs")
+        assert res.code == 1 and f"run #{run_id} (running" in res.err and "Traceback" not in res.err, res.err
+        assert len(res.err.strip().splitlines()) == 1
+    finally:
+        unhook_insert(db)
+    code, out, err = finish(proc)
+    assert code == 0 and out is not None and out["processed"] == 30, err
+    res = run_cli("batch", "undo", "--from", DAY.isoformat(), "--yes", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0
+
+
 def test_a_slot_another_run_holds_goes_the_two_step_way(db: Db) -> None:
     book = random_book(db.conn, 30, [DAY])
     held = min(book.balances)

@@ -85,11 +85,13 @@ def test_a_chunk_that_fails_claiming_after_the_plan_is_not_already_done_on_earli
     assert by_day[DAYS[1].isoformat()]["already_done"] == 0, by_day[DAYS[1].isoformat()]
 
 
-def test_undo_between_two_one_write_dates_makes_the_run_replan_not_restart_the_chain(db: Db, monkeypatch) -> None:  # noqa: ANN001,E501
-    """undo --from D1 while a backfill from D1 is in flight, right after the run wrote D1: the run
-    holds no claim, so undo goes ahead. The run's next statement (D2) expects to follow D1, finds no
-    previous snapshot, writes nothing and re-plans those portfolios the two-step way: the chains
-    start on D1 again, never on D2 with D1's P&L lost."""
+def test_a_chain_changed_between_two_one_write_dates_is_replanned_not_restarted(db: Db, monkeypatch) -> None:  # noqa: ANN001,E501
+    """Right after a backfill from D1 wrote D1, D1 is taken away under it. `pnl batch undo` itself is
+    refused now (a batch run is running: it holds no claim in the one-write phase, so undo checks the
+    running runs too); the same change made another way (here: SQL, as an undo does it) is caught by
+    the run: its next statement (D2) expects to follow D1, finds no previous snapshot, writes nothing,
+    and re-plans those portfolios the two-step way. The chains start on D1 again, never on D2 with
+    D1's P&L lost."""
     book = random_book(db.conn, 5, DAYS)
     real = batch.insert_complete
     undone = []
@@ -98,6 +100,9 @@ def test_undo_between_two_one_write_dates_makes_the_run_replan_not_restart_the_c
         out = await real(conn, run_id, day, ids, follows)
         if day == DAYS[0] and not undone:
             undone.append(run_cli("batch", "undo", "--from", DAYS[0].isoformat(), "--yes", dsn=db.dsn))
+            db.execute("DELETE FROM portfolio_snapshots WHERE snapshot_date >= %s", DAYS[0])
+            for pid, balance in book.balances.items():
+                db.execute("UPDATE portfolios SET equity_balance = %s WHERE id = %s", balance, pid)
         return out
 
     monkeypatch.setattr(batch, "insert_complete", write_then_undo)
@@ -107,7 +112,7 @@ def test_undo_between_two_one_write_dates_makes_the_run_replan_not_restart_the_c
             return await batch.run_range(pool, DAYS[2], DAYS[0])
 
     result = asyncio.run(go())
-    assert undone[0].code == 0, undone[0].err          # not refused: no claim shows the run in flight
+    assert undone[0].code == 1 and "running" in undone[0].err, undone[0].err
     assert result.failed == 0 and result.held == 0
     firsts = {d for (d,) in db.all("SELECT min(snapshot_date) FROM portfolio_snapshots GROUP BY portfolio_id")}
     assert firsts == {DAYS[0]}, firsts

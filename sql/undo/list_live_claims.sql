@@ -1,15 +1,29 @@
--- list_live_claims: unfinished claims with a live lease on or after a date,
--- by run: `pnl batch undo` refuses while any exist on the portfolios it would
--- change (that run is computing dates the undo would remove under it).
--- Uses ix_portfolio_snapshots_incomplete (the unfinished claims only).
+-- list_live_claims: the runs that may be writing dates on or after a date
+-- right now: `pnl batch undo` refuses while any exists (it would remove dates
+-- under a run that is computing them).
+--   * unfinished claims with a live lease on or after the date, on the
+--     portfolios undo would change (ix_portfolio_snapshots_incomplete);
+--   * batch runs still running up to a date on or after it whose heartbeat is
+--     younger than their lease (ix_batch_runs_running): a run writes free
+--     slots in one statement and holds no claim while it does, and which
+--     portfolios it selected is not recorded, so it counts for all.
 --
 -- $1 from date (date)   $2 only these portfolios (bigint[]; NULL for all)
--- Returns: batch_run_id, claims (bigint), lease_expires_at (the latest), one row per run
-SELECT s.batch_run_id, count(*) AS claims, max(s.lease_expires_at) AS lease_expires_at
-  FROM portfolio_snapshots AS s
- WHERE NOT s.is_complete
-   AND s.snapshot_date >= $1::date
-   AND s.lease_expires_at >= now()
-   AND ($2::bigint[] IS NULL OR s.portfolio_id = ANY($2::bigint[]))
- GROUP BY s.batch_run_id
- ORDER BY s.batch_run_id;
+-- Returns one row per run: batch_run_id, claims (bigint; 0 for a running run
+--   without claims), lease_expires_at (the latest claim's, or heartbeat + lease)
+SELECT x.batch_run_id, sum(x.claims)::bigint AS claims, max(x.lease_expires_at) AS lease_expires_at
+  FROM (SELECT s.batch_run_id, count(*) AS claims, max(s.lease_expires_at) AS lease_expires_at
+          FROM portfolio_snapshots AS s
+         WHERE NOT s.is_complete
+           AND s.snapshot_date >= $1::date
+           AND s.lease_expires_at >= now()
+           AND ($2::bigint[] IS NULL OR s.portfolio_id = ANY($2::bigint[]))
+         GROUP BY s.batch_run_id
+        UNION ALL
+        SELECT r.id, 0, r.heartbeat_at + COALESCE(r.lease, interval '15 minutes')
+          FROM batch_runs AS r
+         WHERE r.status = 'running'
+           AND r.run_date >= $1::date
+           AND r.heartbeat_at + COALESCE(r.lease, interval '15 minutes') >= now()) AS x
+ GROUP BY x.batch_run_id
+ ORDER BY x.batch_run_id;
