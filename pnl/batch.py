@@ -178,8 +178,8 @@ class ChunkPlan:
     got: set[tuple[int, date]]         # the slots this run now owns
     reclaimed: int
     starts: Counter[date]              # where the chunk's chains start, counted
-    busy: frozenset[int] = frozenset()  # portfolios with an owed slot that exists (someone's claim)
-    follows: dict[tuple[int, date], date | None] = field(default_factory=dict)  # slot -> the snapshot it follows
+    busy: frozenset[int]               # portfolios with an owed slot that exists (someone's claim)
+    follows: dict[tuple[int, date], date | None]   # owed slot -> the complete snapshot it follows
 
 
 @dataclass
@@ -373,25 +373,25 @@ async def claim_owed(conn: asyncpg.Connection, run_id: int, last: date, ids: lis
                      dict(zip(zip(row["owed_ids"], row["owed_dates"], strict=True), row["owed_prev"], strict=True)))
 
 
-async def insert_complete(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int],
-                          follows: list[date | None]) -> tuple[list[int], list[Refused], list[int]]:
+async def insert_complete(conn: asyncpg.Connection, run_id: int, day: date,
+                          follows: dict[int, date | None]) -> tuple[list[int], list[Refused], list[int]]:
     """Claim and finalize in one statement, in one short transaction: lock the
-    portfolios no other transaction holds (id order, SKIP LOCKED), then insert
-    every free slot of `day` of those complete and set equity
-    (batch/insert_complete.sql), if it still follows the snapshot `follows`
-    says (aligned with ids; else it is left alone: the plan is stale). Returns (inserted, refused, busy): a refused
-    portfolio was not computable now; a busy one is being written by another
-    transaction right now (its row lock was taken); one in none of them has a
-    slot someone holds."""
+    portfolios (follows: portfolio -> the complete snapshot its slot of `day`
+    follows, by the plan) that no other transaction holds (id order, SKIP
+    LOCKED), then insert every free slot of `day` of those complete and set
+    equity (batch/insert_complete.sql), where the portfolio's chain still ends
+    where the plan said (else it is left alone: the plan is stale). Returns
+    (inserted, refused, busy): a refused portfolio was not computable now; a
+    busy one is being written by another transaction right now (its row lock
+    was taken); one in none of them has a slot someone holds, or a stale plan."""
     async with conn.transaction():
         await conn.execute(sql("batch/plan_chunk_statements"))
-        locked = [r["id"] for r in await conn.fetch(sql("batch/lock_free_portfolios"), ids)]
-        busy = sorted(set(ids).difference(locked))
+        locked = [r["id"] for r in await conn.fetch(sql("batch/lock_free_portfolios"), list(follows))]
+        busy = sorted(set(follows).difference(locked))
         if not locked:
             return [], [], busy
-        after = dict(zip(ids, follows, strict=True))
         row = await conn.fetchrow(sql("batch/insert_complete"), run_id, day, locked, True,
-                                  [after[p] for p in locked])
+                                  [follows[p] for p in locked])
     refused = [Refused(pid, kind, detail) for pid, kind, detail in
                zip(row["refused_ids"], row["refused_kinds"], row["refused_details"], strict=True)]
     return list(row["inserted_ids"]), refused, busy
@@ -775,9 +775,11 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
     claimed), then date by date insert every free slot as a complete snapshot
     (insert_complete: the claim and the result are one row, one statement).
 
-    Returns (rest, counted): the portfolios left for the two-step protocol
+    Returns (rest, left): the portfolios left for the two-step protocol
     (claim_owed, then finalize: it takes over, holds, fails and reports), and
-    whether the chunk's chain starts are counted already. A portfolio is left
+    each one's owed dates not settled here (what a failed claim fails); left
+    is None when the plan itself failed: then nothing was counted here, not
+    even the chunk's chain starts, and rest is every id. A portfolio is left
     when a slot of its owed dates exists (another run's claim), when it is not
     computable now (the two-step path says why), or from the date where a
     statement failed (nothing of a failed statement was written). One another
@@ -792,7 +794,7 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
     except DB_FAULTS:
         return ids, None
     result.chain_starts.update(plan.starts)
-    owed = {p: dates for p, dates in plan.owed.items() if p not in plan.busy}
+    owed = {p: dates for p, dates in sorted(plan.owed.items()) if p not in plan.busy}   # in id order
     rest = set(plan.owed) - set(owed)
     written: dict[int, int] = dict.fromkeys(owed, 0)      # portfolio -> owed dates settled, in order
     beat, every = time.monotonic(), opts.lease.total_seconds() / 3
@@ -802,13 +804,13 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
                 if time.monotonic() - beat > every:   # no claim says this run is alive: the heartbeat must
                     await _heartbeat(pool, result)     # (runs/mark_abandoned.sql)
                     beat = time.monotonic()
-                todo = [p for p, dates in sorted(owed.items())
+                todo = [p for p, dates in owed.items()
                         if p not in rest and written[p] < len(dates) and dates[written[p]] == day]
                 if not todo:
                     continue
                 try:
-                    inserted, refused, busy = await insert_complete(conn, result.run_id, day, todo,
-                                                                    [plan.follows[(p, day)] for p in todo])
+                    inserted, refused, busy = await insert_complete(
+                        conn, result.run_id, day, {p: plan.follows[(p, day)] for p in todo})
                 except DB_FAULTS as exc:
                     if is_connection_fault(exc):
                         raise
@@ -828,7 +830,6 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
     except DB_FAULTS:
         pass                                  # the two-step path meets the fault and deals with it
     rest.update(p for p, dates in owed.items() if written[p] < len(dates))
-    # each one's dates not settled here: what a failed claim of the two-step path fails
     left = {p: plan.owed[p][written.get(p, 0):] for p in rest}
     return sorted(rest), left
 

@@ -18,6 +18,15 @@ from tests.test_one_write import assert_chains
 DAYS = [date(2026, 6, 1), date(2026, 6, 2), date(2026, 6, 3)]
 
 
+def run_range(db: Db, last: date, start: date) -> batch.RunResult:
+    """One run in this process (so a test can wrap its steps), on its own pool."""
+    async def go() -> batch.RunResult:
+        async with connect_pool(DbSettings(db.dsn), max_size=3) as pool:
+            return await batch.run_range(pool, last, start)
+
+    return asyncio.run(go())
+
+
 def test_slot_completed_by_another_run_after_the_plan_is_already_done_not_before_chain(db: Db, monkeypatch) -> None:  # noqa: ANN001
     random_book(db.conn, 5, DAYS)
     assert run_cli("batch", "run", "--date", DAYS[0].isoformat(), dsn=db.dsn).code == 0   # chains start on day 1
@@ -34,11 +43,7 @@ def test_slot_completed_by_another_run_after_the_plan_is_already_done_not_before
 
     monkeypatch.setattr(batch, "claim_owed", plan_then_race)
 
-    async def go() -> batch.RunResult:
-        async with connect_pool(DbSettings(db.dsn), max_size=3) as pool:
-            return await batch.run_range(pool, DAYS[2], DAYS[2])
-
-    result = asyncio.run(go())
+    result = run_range(db, DAYS[2], DAYS[2])
     assert raced == [0]
     by_day = {r.day: r for r in result.dates()}
     assert (by_day[DAYS[2]].already_done, by_day[DAYS[2]].processed) == (5, 0)
@@ -96,8 +101,8 @@ def test_a_chain_changed_between_two_one_write_dates_is_replanned_not_restarted(
     real = batch.insert_complete
     undone = []
 
-    async def write_then_undo(conn, run_id, day, ids, follows):  # noqa: ANN001, ANN202
-        out = await real(conn, run_id, day, ids, follows)
+    async def write_then_undo(conn, run_id, day, follows):  # noqa: ANN001, ANN202
+        out = await real(conn, run_id, day, follows)
         if day == DAYS[0] and not undone:
             undone.append(run_cli("batch", "undo", "--from", DAYS[0].isoformat(), "--yes", dsn=db.dsn))
             db.execute("DELETE FROM portfolio_snapshots WHERE snapshot_date >= %s", DAYS[0])
@@ -107,11 +112,7 @@ def test_a_chain_changed_between_two_one_write_dates_is_replanned_not_restarted(
 
     monkeypatch.setattr(batch, "insert_complete", write_then_undo)
 
-    async def go() -> batch.RunResult:
-        async with connect_pool(DbSettings(db.dsn), max_size=3) as pool:
-            return await batch.run_range(pool, DAYS[2], DAYS[0])
-
-    result = asyncio.run(go())
+    result = run_range(db, DAYS[2], DAYS[0])
     assert undone[0].code == 1 and "running" in undone[0].err, undone[0].err
     assert result.failed == 0 and result.held == 0
     firsts = {d for (d,) in db.all("SELECT min(snapshot_date) FROM portfolio_snapshots GROUP BY portfolio_id")}

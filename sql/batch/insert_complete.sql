@@ -54,16 +54,17 @@ equity AS (
       FROM inserted AS i
      WHERE pf.id = i.portfolio_id
     RETURNING pf.id
+),
+refused AS (
+    -- only free slots are refused: a slot that exists (complete, or someone's claim) is not
+    -- ours to judge; the caller hands it to the two-step path (already done, or held)
+    SELECT c.portfolio_id, c.failure_kind, c.failure_detail
+      FROM computed AS c
+     WHERE c.failure_kind IS NOT NULL
+       AND c.snapshot_id IS NULL
 )
-SELECT ARRAY(SELECT i.portfolio_id FROM inserted AS i ORDER BY 1)::bigint[]  AS inserted_ids,
-       -- only free slots are refused: a slot that exists (complete, or someone's claim) is not
-       -- ours to judge; the caller hands it to the two-step path (already done, or held)
-       ARRAY(SELECT c.portfolio_id FROM computed AS c
-              WHERE c.failure_kind IS NOT NULL AND c.snapshot_id IS NULL ORDER BY 1)::bigint[] AS refused_ids,
-       ARRAY(SELECT c.failure_kind FROM computed AS c
-              WHERE c.failure_kind IS NOT NULL AND c.snapshot_id IS NULL
-              ORDER BY c.portfolio_id)::text[]                                  AS refused_kinds,
-       ARRAY(SELECT c.failure_detail FROM computed AS c
-              WHERE c.failure_kind IS NOT NULL AND c.snapshot_id IS NULL
-              ORDER BY c.portfolio_id)::text[]                                  AS refused_details,
+SELECT ARRAY(SELECT i.portfolio_id FROM inserted AS i ORDER BY 1)::bigint[]                 AS inserted_ids,
+       ARRAY(SELECT r.portfolio_id FROM refused AS r ORDER BY r.portfolio_id)::bigint[]    AS refused_ids,
+       ARRAY(SELECT r.failure_kind FROM refused AS r ORDER BY r.portfolio_id)::text[]      AS refused_kinds,
+       ARRAY(SELECT r.failure_detail FROM refused AS r ORDER BY r.portfolio_id)::text[]    AS refused_details,
        (SELECT count(*) FROM equity)                                        AS equity_updated;
