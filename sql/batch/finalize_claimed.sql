@@ -11,7 +11,7 @@
 -- Fencing: rows are written only WHERE batch_run_id = $1 AND NOT is_complete.
 -- A run whose claim was taken over (its lease expired) writes nothing; its
 -- portfolios are neither in finalized_ids nor in failed_ids: they are "lost".
--- Equity is SET to the new NAV.
+-- Equity is SET to the new NAV, and equity_as_of to its date.
 --
 -- $1 run id (bigint)   $2 snapshot date (date)   $3 claimed portfolio ids (bigint[])
 -- $4 gap-free (boolean): refuse to compute across a missing price date (the
@@ -52,7 +52,8 @@ finalized AS (
 ),
 equity AS (
     UPDATE portfolios AS pf
-       SET equity_balance = f.net_asset_value
+       SET equity_balance = f.net_asset_value,
+           equity_as_of = $2::date
       FROM finalized AS f
      WHERE pf.id = f.portfolio_id
     RETURNING pf.id

@@ -8,7 +8,8 @@
 -- moment ago) comes back in no list, and this run writes nothing for it.
 -- Crash safety is the transaction's: until it commits nobody sees a row, and
 -- a run killed part-way leaves nothing behind (no claim, no lease to expire).
--- Equity is SET from the rows actually inserted (RETURNING), never added to.
+-- Equity is SET from the rows actually inserted (RETURNING), never added to,
+-- and equity_as_of to D (the snapshot it was set from).
 --
 -- Nothing is written for a portfolio whose slot exists, or that cannot be
 -- computed now (failure_kind, see snapshot_values): the caller hands those to
@@ -50,7 +51,8 @@ inserted AS (
 ),
 equity AS (
     UPDATE portfolios AS pf
-       SET equity_balance = i.net_asset_value
+       SET equity_balance = i.net_asset_value,
+           equity_as_of = $2::date
       FROM inserted AS i
      WHERE pf.id = i.portfolio_id
     RETURNING pf.id

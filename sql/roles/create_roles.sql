@@ -26,7 +26,7 @@
 --   batch     pnl batch run, batch backfill, batch undo, cleanup: SELECT on every
 --             table, and only these writes:
 --               portfolio_snapshots  INSERT, UPDATE, DELETE (claim, finalize, release, cleanup)
---               portfolios           UPDATE (equity_balance only: equity is set to the NAV)
+--               portfolios           UPDATE (equity_balance, equity_as_of only: equity is set to the NAV)
 --               batch_runs           INSERT, UPDATE (the run's own row)
 --               rescue_runs          INSERT, UPDATE (an undo's run row)
 --               snapshot_undo_audit  INSERT, UPDATE (undo archives rows; --restore marks them restored)
@@ -89,15 +89,22 @@ SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA %I GRANT SELECT ON
               :'owner', current_schema(), :'batch', :'readonly')
 \gexec
 
--- Write: the batch role, table by table (skipped while a table does not exist).
+-- Write: the batch role, table by table (skipped while a table, or the column
+-- a grant needs, does not exist yet: equity_as_of comes with migration 0012,
+-- which grants it itself to whoever may update equity_balance).
 SELECT format('GRANT %s ON TABLE %I.%I TO %I', w.privileges, current_schema(), w.tbl, :'batch')
-  FROM (VALUES ('portfolio_snapshots', 'INSERT, UPDATE, DELETE'),
-               ('portfolios',          'UPDATE (equity_balance)'),
-               ('batch_runs',          'INSERT, UPDATE'),
-               ('rescue_runs',         'INSERT, UPDATE'),
-               ('snapshot_undo_audit', 'INSERT, UPDATE'),
-               ('valuation_marks',     'INSERT')) AS w(tbl, privileges)
+  FROM (VALUES ('portfolio_snapshots', 'INSERT, UPDATE, DELETE', NULL),
+               ('portfolios',          'UPDATE (equity_balance)', NULL),
+               ('portfolios',          'UPDATE (equity_as_of)',   'equity_as_of'),
+               ('batch_runs',          'INSERT, UPDATE',          NULL),
+               ('rescue_runs',         'INSERT, UPDATE',          NULL),
+               ('snapshot_undo_audit', 'INSERT, UPDATE',          NULL),
+               ('valuation_marks',     'INSERT',                  NULL)) AS w(tbl, privileges, needs_column)
  WHERE to_regclass(format('%I.%I', current_schema(), w.tbl)) IS NOT NULL
+   AND (w.needs_column IS NULL
+        OR EXISTS (SELECT FROM pg_attribute AS att
+                    WHERE att.attrelid = to_regclass(format('%I.%I', current_schema(), w.tbl))
+                      AND att.attname = w.needs_column AND NOT att.attisdropped))
 \gexec
 
 COMMIT;

@@ -5,7 +5,8 @@
 -- what it was before that date:
 --   the NAV of the latest complete snapshot left (before the date), else the
 --   opening_equity of the earliest removed one (a legacy row without one:
---   NAV - daily_pnl - capital_flow, the flow taken as 0 when not recorded).
+--   NAV - daily_pnl - capital_flow, the flow taken as 0 when not recorded);
+--   equity_as_of becomes that snapshot's date (NULL: no snapshot left).
 -- Run it in the chunk's transaction after batch/lock_portfolios.sql and the
 -- check that no live claim on or after the date exists (undo/list_live_claims).
 -- Unfinished claims are not touched. A dry run executes it and rolls back.
@@ -29,11 +30,12 @@ earliest AS (
 ),
 equity AS (
     SELECT e.portfolio_id, pf.equity_balance AS equity_before,
-           COALESCE(prev.net_asset_value, e.opening, pf.equity_balance) AS equity_after
+           COALESCE(prev.net_asset_value, e.opening, pf.equity_balance) AS equity_after,
+           prev.snapshot_date AS as_of_after
       FROM earliest AS e
       JOIN portfolios AS pf ON pf.id = e.portfolio_id
       LEFT JOIN LATERAL (
-            SELECT s.net_asset_value
+            SELECT s.net_asset_value, s.snapshot_date
               FROM portfolio_snapshots AS s
              WHERE s.portfolio_id = e.portfolio_id
                AND s.snapshot_date < $3::date
@@ -52,7 +54,8 @@ archived AS (
 ),
 updated AS (
     UPDATE portfolios AS pf
-       SET equity_balance = q.equity_after
+       SET equity_balance = q.equity_after,
+           equity_as_of = q.as_of_after
       FROM equity AS q
      WHERE pf.id = q.portfolio_id
     RETURNING pf.id

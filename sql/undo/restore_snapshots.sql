@@ -1,6 +1,8 @@
 -- restore_snapshots: put back every snapshot an undo run removed, exactly as
 -- it was (ids included, from the archived jsonb), and each portfolio's equity
--- as it was before the undo; mark the archive rows restored. A plain INSERT:
+-- as it was before the undo; mark the archive rows restored. equity_as_of
+-- becomes the latest restored snapshot's date when that equity is its NAV
+-- (as a healthy chain had it), else NULL (not known to come from a snapshot). A plain INSERT:
 -- if a slot was filled again meanwhile, the unique constraint aborts the whole
 -- transaction (undo/find_refilled_slots.sql is checked first, after locking
 -- the portfolios with batch/lock_portfolios.sql).
@@ -20,11 +22,22 @@ restored AS (
       FROM archived AS a
     RETURNING portfolio_id
 ),
+latest AS (
+    -- per portfolio: its equity before the undo, and the latest restored snapshot
+    SELECT DISTINCT ON (a.portfolio_id) a.portfolio_id, a.equity_before,
+           (a.row_data ->> 'snapshot_date')::date AS snapshot_date,
+           (a.row_data ->> 'net_asset_value')::numeric AS net_asset_value,
+           (a.row_data ->> 'is_complete')::boolean AS is_complete
+      FROM archived AS a
+     ORDER BY a.portfolio_id, (a.row_data ->> 'snapshot_date')::date DESC
+),
 equity AS (
     UPDATE portfolios AS pf
-       SET equity_balance = e.equity_before
-      FROM (SELECT DISTINCT a.portfolio_id, a.equity_before FROM archived AS a) AS e
-     WHERE pf.id = e.portfolio_id
+       SET equity_balance = l.equity_before,
+           equity_as_of = CASE WHEN l.is_complete AND l.net_asset_value = l.equity_before
+                               THEN l.snapshot_date END
+      FROM latest AS l
+     WHERE pf.id = l.portfolio_id
     RETURNING pf.id
 )
 SELECT (SELECT count(*) FROM restored) AS restored, (SELECT count(*) FROM equity) AS portfolios;

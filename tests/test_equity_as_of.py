@@ -1,0 +1,155 @@
+"""portfolios.equity_as_of (migration 0012): every statement that sets equity
+sets the date of the snapshot it came from, so `pnl status` reads chain ends
+from portfolios alone; `pnl verify` flags a portfolio where it is wrong, and
+`pnl repair` puts it right. A database migrated before 0012 keeps working:
+NULL means "probe", and the batch role may write the new column."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+from tests.conftest import Db, run_cli
+from tests.data import random_book
+from tests.procs import TWO_STEP_ONLY_SQL
+from tests.test_cli import assert_one_line_error
+from tests.test_roles import Roles, roles  # noqa: F401  (the fixture)
+
+CALENDAR = [date(2026, 6, 1) + timedelta(days=i) for i in range(6)]
+
+
+def chain_ends(db: Db) -> list[tuple]:
+    """Per portfolio: (id, equity_as_of, equity_balance, latest complete snapshot date, its NAV)."""
+    return db.all("SELECT p.id, p.equity_as_of, p.equity_balance, l.snapshot_date, l.net_asset_value"
+                  "  FROM portfolios AS p"
+                  "  LEFT JOIN LATERAL (SELECT s.snapshot_date, s.net_asset_value FROM portfolio_snapshots AS s"
+                  "                      WHERE s.portfolio_id = p.id AND s.is_complete"
+                  "                      ORDER BY s.snapshot_date DESC LIMIT 1) AS l ON true"
+                  " ORDER BY p.id")
+
+
+def assert_as_of_is_chain_end(db: Db, expected: date | None) -> None:
+    rows = chain_ends(db)
+    assert rows
+    for pid, as_of, equity, last, nav in rows:
+        assert (as_of, last) == (expected, expected), pid
+        if last is not None:
+            assert equity == nav, pid
+
+
+def run(db: Db, *args: str) -> dict:
+    res = run_cli(*args, "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    return json.loads(res.out)
+
+
+def test_every_writer_keeps_equity_as_of_at_the_chain_end(db: Db) -> None:
+    random_book(db.conn, 6, CALENDAR, seed=41)
+    assert {r[1] for r in chain_ends(db)} == {None}                 # never run: NULL
+    # The one-write path (a catch-up over three dates).
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
+    assert_as_of_is_chain_end(db, CALENDAR[2])
+    # The two-step path (claim, then finalize_claimed): the one-write statement is refused.
+    db.conn.execute(TWO_STEP_ONLY_SQL)
+    run(db, "batch", "run", "--date", CALENDAR[3].isoformat())
+    db.conn.execute("DROP TRIGGER pnl_test_two_step_only ON portfolio_snapshots")
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_date = %s"
+                     " AND claimed_at < completed_at", CALENDAR[3]) == 6
+    assert_as_of_is_chain_end(db, CALENDAR[3])
+    run(db, "batch", "run", "--date", CALENDAR[5].isoformat())
+    assert_as_of_is_chain_end(db, CALENDAR[5])
+    # Undo moves it back to the last snapshot left; restore puts it forward again.
+    undo = run(db, "batch", "undo", "--from", CALENDAR[4].isoformat(), "--yes")
+    assert_as_of_is_chain_end(db, CALENDAR[3])
+    run(db, "batch", "undo", "--restore", str(undo["run_id"]), "--yes")
+    assert_as_of_is_chain_end(db, CALENDAR[5])
+    # Undo of everything: no snapshot left, equity is the opening again, not a snapshot's NAV.
+    run(db, "batch", "undo", "--from", CALENDAR[0].isoformat(), "--yes")
+    assert_as_of_is_chain_end(db, None)
+
+
+def test_restore_does_not_vouch_for_an_equity_that_was_wrong_before_the_undo(db: Db) -> None:
+    random_book(db.conn, 3, CALENDAR, seed=42)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
+    pid = db.scalar("SELECT min(id) FROM portfolios")
+    db.execute("UPDATE portfolios SET equity_balance = equity_balance + 5 WHERE id = %s", pid)   # a legacy +=
+    undo = run(db, "batch", "undo", "--from", CALENDAR[2].isoformat(), "--yes")
+    run(db, "batch", "undo", "--restore", str(undo["run_id"]), "--yes")
+    ends = {r[0]: r for r in chain_ends(db)}
+    assert ends[pid][1] is None and ends[pid][2] == ends[pid][4] + 5          # its wrong equity, not vouched for
+    assert all(r[1] == CALENDAR[2] for p, r in ends.items() if p != pid)
+
+
+def test_status_reads_equity_as_of_verify_checks_it_and_repair_fixes_it(db: Db) -> None:
+    random_book(db.conn, 4, CALENDAR[:3], seed=43)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
+    a, b, c, d = [p for (p,) in db.all("SELECT id FROM portfolios ORDER BY id")]
+    up_to_date = {"latest_price_date": CALENDAR[2].isoformat(), "portfolios": 4, "up_to_date": 4,
+                  "never_run": 0, "behind": 0, "lag": []}
+    assert run(db, "status", "--no-verify")["chain"] == up_to_date
+    # NULL (a database migrated before 0012, not run since): status probes the snapshots instead.
+    db.execute("UPDATE portfolios SET equity_as_of = NULL WHERE id IN (%s, %s)", a, b)
+    assert run(db, "status", "--no-verify")["chain"] == up_to_date
+    assert run_cli("verify", dsn=db.dsn).code == 0                  # NULL is not an error
+    # A wrong date (snapshots written by something that does not set it): status believes it,
+    # which shows it reads the column; verify names the portfolio, and a repair puts it right.
+    db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[0], c)
+    chain = run(db, "status", "--no-verify")["chain"]
+    assert (chain["up_to_date"], chain["lag"]) == (3, [{"dates_behind": 2, "portfolios": 1}])
+    res = run_cli("verify", "--json", dsn=db.dsn)
+    assert res.code == 1
+    check = next(x for x in json.loads(res.out)["checks"] if x["check"] == "equity_mismatch")
+    assert check["rows"] == 1 and check["examples"][0]["portfolio_id"] == c
+    assert check["examples"][0]["equity_as_of"] == CALENDAR[0].isoformat()
+    navs = db.all("SELECT portfolio_id, snapshot_date, net_asset_value FROM portfolio_snapshots ORDER BY 1, 2")
+    res = run_cli("repair", "--all-broken", "--yes", "--json", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert db.all("SELECT portfolio_id, snapshot_date, net_asset_value FROM portfolio_snapshots ORDER BY 1, 2") \
+        == navs                                                      # nothing recomputed differently
+    assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", c) == CALENDAR[2]
+    assert run_cli("verify", dsn=db.dsn).code == 0
+    assert run(db, "status", "--no-verify")["chain"] == up_to_date
+    # Snapshots deleted by hand: equity_as_of points at nothing; verify says so (no repair can replay it).
+    db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s", d)
+    check = next(x for x in json.loads(run_cli("verify", "--json", dsn=db.dsn).out)["checks"]
+                 if x["check"] == "equity_mismatch")
+    assert check["rows"] == 1 and check["examples"][0]["latest_snapshot_date"] is None
+
+
+def test_a_database_migrated_before_0012_keeps_its_batch_role_and_its_chains(roles: Roles) -> None:  # noqa: F811
+    db = roles.admin
+    assert roles.cli(roles.owner, "migrate", "--to", "0011").code == 0
+    roles.run_script()                                               # roles made before 0012 existed
+    # The owner migrates; the roles script is NOT run again: 0012 grants the new column itself.
+    res = roles.cli(roles.owner, "migrate", "--json")
+    assert res.code == 0, res.err
+    assert db.scalar("SELECT has_column_privilege(%s, 'portfolios', 'equity_as_of', 'UPDATE')", roles.batch)
+    assert db.scalar("SELECT has_column_privilege(%s, 'portfolios', 'name', 'UPDATE')", roles.batch) is False
+    seeded = roles.cli(roles.owner, "seed", "--portfolios", "8", "--positions", "3", "--days", "6", "--json")
+    assert seeded.code == 0, seeded.err
+    days = [r[0] for r in db.all("SELECT DISTINCT price_date FROM market_prices ORDER BY 1")]
+    res = roles.cli(roles.batch, "batch", "run", "--date", days[-2].isoformat())
+    assert res.code == 0, res.err
+    assert_as_of_is_chain_end(db, days[-2])
+    # Chains written before 0012 (no backfill: NULL): status probes, verify is content.
+    db.execute("UPDATE portfolios SET equity_as_of = NULL")
+    status = json.loads(roles.cli(roles.readonly, "status", "--no-verify", "--json").out)["chain"]
+    assert (status["portfolios"], status["up_to_date"], status["behind"]) == (8, 0, 8)
+    assert status["lag"] == [{"dates_behind": 1, "portfolios": 8}]
+    assert roles.cli(roles.readonly, "verify").code == 0
+    res = roles.cli(roles.batch, "batch", "run", "--date", days[-1].isoformat())
+    assert res.code == 0, res.err
+    assert_as_of_is_chain_end(db, days[-1])
+    roles.run_script()                                               # the script, re-run, is still fine
+    assert db.scalar("SELECT has_column_privilege(%s, 'portfolios', 'equity_as_of', 'UPDATE')", roles.batch)
+    # Rolled back: the column and its grant go; this pnl then refuses to run until migrated again.
+    res = roles.cli(roles.owner, "rollback", "--to", "0011", "--yes")
+    assert res.code == 0, res.err
+    assert db.scalar("SELECT count(*) FROM information_schema.columns WHERE table_name = 'portfolios'"
+                     " AND column_name = 'equity_as_of'") == 0
+    assert_one_line_error(roles.cli(roles.batch, "batch", "run", "--date", days[-1].isoformat()), 1,
+                          "0012_equity_as_of", "run `pnl migrate` first")
+    roles.run_script()                                               # before 0012: the column grant is skipped
+    assert roles.cli(roles.owner, "migrate").code == 0
+    res = roles.cli(roles.batch, "batch", "run", "--date", days[-1].isoformat(), "--json")
+    assert res.code == 0 and json.loads(res.out)["already_done"] == 8, res.err
