@@ -63,6 +63,7 @@ sys.path.insert(0, str(ROOT))
 from pnl import migrate  # noqa: E402
 from pnl.embedded import server_bindir  # noqa: E402
 from pnl.localpg import LocalServer, free_port, throwaway_dir  # noqa: E402
+from pnl.queries import sql as pnl_sql  # noqa: E402
 
 # A Friday: its history is the weekdays before it, and the 5 catch-up dates are
 # the weekdays after it (all in the past, so a "no future dates" rule passes).
@@ -123,6 +124,28 @@ class Log:
 
 
 # ---------------------------------------------------------------- database helpers
+async def missing_dates(dsn: str, day: date, chunk: int) -> tuple[float, int]:
+    """The catch-up's "missing dates" query on its own: the batch's plan statement
+    (sql/batch/claim_owed_dates.sql with claim = false: it writes nothing) over
+    the whole book, chunk by chunk on one connection, as one run plans it.
+    Returns (seconds, owed slots found)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [r["id"] for r in await conn.fetch("SELECT id FROM portfolios ORDER BY id")]
+        owed = 0
+        t0 = time.perf_counter()
+        for i in range(0, len(ids), chunk):
+            part = ids[i:i + chunk]
+            async with conn.transaction():
+                await conn.execute(pnl_sql("batch/plan_chunk_statements"))
+                row = await conn.fetchrow(pnl_sql("batch/claim_owed_dates"), 0, day, part, timedelta(minutes=5),
+                                          [day] * len(part), False, False)
+            owed += len(row["owed_ids"])
+        return time.perf_counter() - t0, owed
+    finally:
+        await conn.close()
+
+
 def sql_file(name: str) -> str:
     return (BENCH / f"{name}.sql").read_text()
 
@@ -455,6 +478,9 @@ class Bench:
             floor_s = asyncio.run(floor(dsn, [self.whole]))
             asyncio.run(settle(dsn))
             rows_before = asyncio.run(fetchrow(dsn, "SELECT count(*) AS n FROM portfolio_snapshots"))["n"]
+            missing_s, owed = asyncio.run(missing_dates(dsn, DAY, int(self.chunk)))
+            if owed != n:
+                raise SystemExit(f"history {depth}: the missing-dates query found {owed} owed slots, expected {n}")
             one_s, _, out = run_pnl(dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", self.chunk)
             asyncio.run(check_same_as_floor(dsn, f"history {depth}: one date"))
             rows_after = asyncio.run(fetchrow(dsn, "SELECT count(*) AS n FROM portfolio_snapshots"))["n"]
@@ -481,21 +507,23 @@ class Bench:
                 asyncio.run(floor(dsn, [self.whole], day, with_equity=False))
                 asyncio.run(check_same_as_floor(dsn, f"history {depth}: catch-up", day,
                                                 equity=day == catch_up_dates[-1]))
-            self.log(f"  history {depth}: floor {floor_s:.2f}s, one date {one_s:.2f}s, status {status_s:.2f}s,"
+            self.log(f"  history {depth}: floor {floor_s:.2f}s, missing dates {missing_s:.2f}s,"
+                     f" one date {one_s:.2f}s, status {status_s:.2f}s,"
                      f" verify {verify_s:.2f}s, catch up {CATCH_UP} dates ({mode}) {catch_s:.2f}s")
             depths.append({"depth": depth, "generate_seconds": round(gen, 2), "floor_seconds": round(floor_s, 3),
                            "one_date_seconds": round(one_s, 3), "one_date_x_floor": round(one_s / floor_s, 3),
                            "status_seconds": round(status_s, 3), "verify_seconds": round(verify_s, 3),
-                           "verify_healthy": v["healthy"], "missing_dates_query_seconds": None,
+                           "verify_healthy": v["healthy"], "missing_dates_query_seconds": round(missing_s, 3),
                            "catch_up_seconds": round(catch_s, 3),
                            "catch_up_per_one_date": round(catch_s / one_s, 3)})
         lo, hi = depths[0], depths[-1]
         flat = {key: round(hi[key] / lo[key], 3) for key in
-                ("one_date_seconds", "status_seconds", "verify_seconds", "catch_up_seconds", "floor_seconds")}
+                ("one_date_seconds", "status_seconds", "verify_seconds", "catch_up_seconds", "floor_seconds",
+                 "missing_dates_query_seconds")}
         return {"catch_up_mode": mode, "catch_up_dates": [d.isoformat() for d in catch_up_dates],
                 "depths": depths, "flatness": {"from": lo["depth"], "to": hi["depth"], **flat},
                 "snapshot_bytes_per_row": bytes_per_row,
-                "missing_dates_query": "not isolated: the batch has no separate missing-dates statement yet"}
+                "missing_dates_query": "sql/batch/claim_owed_dates.sql, plan only, over the whole book in chunks"}
 
 
 def wal_row(name: str, w: dict, n: int, table: str) -> dict:
@@ -557,21 +585,24 @@ def render(report: dict) -> None:
     if h:
         print(f"\nhistory depth (prior price dates of complete snapshots; catch-up of {len(h['catch_up_dates'])}"
               f" dates by `pnl {h['catch_up_mode']}`):")
-        print(f"{'depth':>6} {'gen s':>7} {'floor s':>8} {'1 date s':>9} {'x floor':>8} {'status s':>9}"
-              f" {'verify s':>9} {'catch-up s':>11} {'catch-up/1 date':>16}")
+        print(f"{'depth':>6} {'gen s':>7} {'floor s':>8} {'missing s':>10} {'1 date s':>9} {'x floor':>8}"
+              f" {'status s':>9} {'verify s':>9} {'catch-up s':>11} {'catch-up/1 date':>16}")
         for d in h["depths"]:
-            print(f"{d['depth']:>6} {d['generate_seconds']:7.1f} {d['floor_seconds']:8.2f} {d['one_date_seconds']:9.2f}"
+            missing = d.get("missing_dates_query_seconds")
+            print(f"{d['depth']:>6} {d['generate_seconds']:7.1f} {d['floor_seconds']:8.2f}"
+                  f" {(f'{missing:.2f}' if missing is not None else '-'):>10} {d['one_date_seconds']:9.2f}"
                   f" {d['one_date_x_floor']:8.2f} {d['status_seconds']:9.2f} {d['verify_seconds']:9.2f}"
                   f" {d['catch_up_seconds']:11.2f} {d['catch_up_per_one_date']:16.2f}")
         f = h["flatness"]
         print(f"flatness, depth {f['to']} / depth {f['from']}: one date {f['one_date_seconds']:.2f}x (goal <= 1.2x"
               f" {'PASS' if f['one_date_seconds'] <= 1.2 else 'FAIL'}), status {f['status_seconds']:.2f}x,"
+              f" missing dates {f['missing_dates_query_seconds']:.2f}x,"
               f" verify {f['verify_seconds']:.2f}x, catch-up {f['catch_up_seconds']:.2f}x,"
               f" floor {f['floor_seconds']:.2f}x;"
               f" catch-up {len(h['catch_up_dates'])} dates / 1 date at depth {f['to']}:"
               f" {h['depths'][-1]['catch_up_per_one_date']:.2f}x (goal <= {len(h['catch_up_dates'])}x"
               f" {'PASS' if h['depths'][-1]['catch_up_per_one_date'] <= len(h['catch_up_dates']) else 'FAIL'})")
-        print(f"missing-dates query: {h['missing_dates_query']}")
+        print(f"missing s: the catch-up's missing-dates query, {h['missing_dates_query']}")
         if h["snapshot_bytes_per_row"]:
             s = h["snapshot_bytes_per_row"]
             print(f"portfolio_snapshots at {s['rows']:,} rows: {s['heap']:.0f} B/row heap + {s['indexes']:.0f} B/row"
