@@ -128,8 +128,8 @@ async def missing_dates(dsn: str, day: date, chunk: int) -> tuple[float, int]:
     """The catch-up's "missing dates" query on its own: the batch's plan statement
     (sql/batch/claim_owed_dates.sql with claim = false: it writes nothing) over
     the whole book, chunk by chunk on one connection, as one run plans it.
-    Returns (seconds, owed slots found)."""
-    conn = await asyncpg.connect(dsn)
+    Returns (seconds, owed slots found). Session settings as pnl's (pnl/db.py)."""
+    conn = await asyncpg.connect(dsn, server_settings={"jit": "off", "plan_cache_mode": "force_custom_plan"})
     try:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM portfolios ORDER BY id")]
         owed = 0
@@ -224,7 +224,7 @@ def has_catch_up(dsn: str) -> bool:
     """Does this pnl's `batch run` catch up missing dates by itself (its --help says so)?"""
     out = subprocess.run([sys.executable, str(CLI), "batch", "run", "--help"], capture_output=True, text=True,
                          env=child_env(dsn)).stdout
-    return re.search(r"catch[- ]?up|catches up", out, re.IGNORECASE) is not None
+    return re.search(r"catch[- ]?up|catches up|caught up", out, re.IGNORECASE) is not None
 
 
 def default_workers() -> int:
@@ -330,6 +330,11 @@ async def counters(dsn: str) -> dict:
         return out
     finally:
         await conn.close()
+
+
+UQ_BLOCKS = """
+SELECT COALESCE(sum(idx_blks_read), 0)::bigint AS read, COALESCE(sum(idx_blks_hit), 0)::bigint AS hit
+  FROM pg_statio_user_indexes WHERE indexrelname = 'uq_portfolio_snapshot_date'"""
 
 
 async def lsn_bytes(dsn: str, before: dict) -> int:
@@ -481,7 +486,10 @@ class Bench:
             missing_s, owed = asyncio.run(missing_dates(dsn, DAY, int(self.chunk)))
             if owed != n:
                 raise SystemExit(f"history {depth}: the missing-dates query found {owed} owed slots, expected {n}")
+            wal0, uq0 = asyncio.run(counters(dsn)), asyncio.run(fetchrow(dsn, UQ_BLOCKS))
             one_s, _, out = run_pnl(dsn, "batch", "run", "--date", DAY.isoformat(), "--chunk-size", self.chunk)
+            wal = asyncio.run(wal_between(dsn, wal0))
+            uq1 = asyncio.run(fetchrow(dsn, UQ_BLOCKS))
             asyncio.run(check_same_as_floor(dsn, f"history {depth}: one date"))
             rows_after = asyncio.run(fetchrow(dsn, "SELECT count(*) AS n FROM portfolio_snapshots"))["n"]
             if rows_after - rows_before != n or out.get("processed", n) != n:
@@ -515,6 +523,10 @@ class Bench:
                            "status_seconds": round(status_s, 3), "verify_seconds": round(verify_s, 3),
                            "verify_healthy": v["healthy"], "missing_dates_query_seconds": round(missing_s, 3),
                            "catch_up_seconds": round(catch_s, 3),
+                           "one_date_wal_bytes_per_portfolio": round(wal["wal_bytes"] / n, 1),
+                           "one_date_wal_fpi": wal["wal_fpi"],
+                           "one_date_uq_blocks_read": uq1["read"] - uq0["read"],
+                           "one_date_uq_blocks_hit": uq1["hit"] - uq0["hit"],
                            "catch_up_per_one_date": round(catch_s / one_s, 3)})
         lo, hi = depths[0], depths[-1]
         flat = {key: round(hi[key] / lo[key], 3) for key in
@@ -603,6 +615,12 @@ def render(report: dict) -> None:
               f" {h['depths'][-1]['catch_up_per_one_date']:.2f}x (goal <= {len(h['catch_up_dates'])}x"
               f" {'PASS' if h['depths'][-1]['catch_up_per_one_date'] <= len(h['catch_up_dates']) else 'FAIL'})")
         print(f"missing s: the catch-up's missing-dates query, {h['missing_dates_query']}")
+        print("the one-date run, physically: WAL B/portfolio, full-page images, blocks of uq_portfolio_snapshot_date"
+              " read (not in shared_buffers) / hit")
+        for d in h["depths"]:
+            if "one_date_wal_fpi" in d:
+                print(f"{d['depth']:>6} {d['one_date_wal_bytes_per_portfolio']:9.0f} {d['one_date_wal_fpi']:>10,}"
+                      f" {d['one_date_uq_blocks_read']:>12,} {d['one_date_uq_blocks_hit']:>12,}")
         if h["snapshot_bytes_per_row"]:
             s = h["snapshot_bytes_per_row"]
             print(f"portfolio_snapshots at {s['rows']:,} rows: {s['heap']:.0f} B/row heap + {s['indexes']:.0f} B/row"
