@@ -1,6 +1,7 @@
 -- generate_history: a book with history, in ONE statement: for each given
 -- price date (ascending) one succeeded batch_runs row and one COMPLETE
--- snapshot per portfolio, then every portfolio's equity set to its last NAV.
+-- snapshot per portfolio, then every portfolio's equity set to its last NAV
+-- (and equity_as_of to its date, as pnl's writers set it).
 -- The chains verify (`pnl verify` is healthy): each portfolio starts from its
 -- bench_start equity E, moves by a = E/100 times a per-date factor c_j in
 -- [-1, 1] (two decimals, so every sum is exact), opening_equity = the
@@ -44,7 +45,8 @@ snaps AS (
 ),
 eq AS (
     UPDATE portfolios AS p
-       SET equity_balance = s.equity_balance + s.equity_balance / 100 * (SELECT d.cum FROM d ORDER BY d.day DESC LIMIT 1)
+       SET equity_balance = s.equity_balance + s.equity_balance / 100 * (SELECT d.cum FROM d ORDER BY d.day DESC LIMIT 1),
+           equity_as_of = (SELECT max(d.day) FROM d)
       FROM bench_start AS s
      WHERE s.id = p.id
     RETURNING 1

@@ -241,8 +241,9 @@ async def reset(dsn: str) -> None:
     """Back to cold: no snapshots, no runs, no valuation marks, the starting equity; vacuumed
     (floor_snapshots stays). The marks go too: the history axis regenerates the prices."""
     await execute(dsn, "TRUNCATE portfolio_snapshots, batch_runs, valuation_marks")
-    await execute(dsn, "UPDATE portfolios AS p SET equity_balance = s.equity_balance"
-                       " FROM bench_start AS s WHERE s.id = p.id AND p.equity_balance <> s.equity_balance")
+    await execute(dsn, "UPDATE portfolios AS p SET equity_balance = s.equity_balance, equity_as_of = NULL"
+                       " FROM bench_start AS s WHERE s.id = p.id"
+                       " AND (p.equity_balance <> s.equity_balance OR p.equity_as_of IS NOT NULL)")
     await settle(dsn)
 
 
@@ -266,8 +267,24 @@ async def check_same_as_floor(dsn: str, label: str, day: date = DAY, equity: boo
     return result
 
 
-async def prepare(dsn: str, n: int, k: int, s: int) -> float:
+async def partition_snapshots(dsn: str) -> None:
+    """--partition-snapshots: portfolio_snapshots partitioned by month over the bench's dates
+    (bench/partition_snapshots.sql), before any data."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute(sql_file("partition_snapshots"))
+            months = await conn.fetch(sql_file("partition_months"), DAY - timedelta(days=450), DAY + timedelta(days=60))
+            for r in months:
+                await conn.execute(r["ddl"])
+    finally:
+        await conn.close()
+
+
+async def prepare(dsn: str, n: int, k: int, s: int, partitioned: bool = False) -> float:
     migrate.apply(dsn)
+    if partitioned:
+        await partition_snapshots(dsn)
     t0 = time.perf_counter()
     await execute(dsn, sql_file("generate"), n, s, DAY)
     await execute(dsn, sql_file("generate_positions"), n, k, s, DAY)
@@ -313,10 +330,14 @@ async def floor(dsn: str, ranges: list[tuple[int, int]], day: date = DAY, with_e
 
 WAL_COUNTERS = """
 SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn, w.wal_records, w.wal_fpi,
-       t.relname, t.n_tup_ins, t.n_tup_upd, t.n_tup_hot_upd
+       t.relname, sum(s.n_tup_ins)::bigint AS n_tup_ins, sum(s.n_tup_upd)::bigint AS n_tup_upd,
+       sum(s.n_tup_hot_upd)::bigint AS n_tup_hot_upd
   FROM pg_stat_wal AS w
- CROSS JOIN pg_stat_user_tables AS t
- WHERE t.relname IN ('portfolio_snapshots', 'floor_snapshots', 'portfolios')
+ CROSS JOIN (VALUES ('portfolio_snapshots'), ('floor_snapshots'), ('portfolios')) AS t(relname)
+ CROSS JOIN LATERAL (SELECT t.relname::regclass AS relid     -- the table, and if partitioned its partitions
+                      UNION SELECT p.relid FROM pg_partition_tree(t.relname::regclass) AS p) AS part
+  JOIN pg_stat_user_tables AS s ON s.relid = part.relid
+ GROUP BY w.wal_records, w.wal_fpi, t.relname
 """
 
 
@@ -333,8 +354,10 @@ async def counters(dsn: str) -> dict:
 
 
 UQ_BLOCKS = """
-SELECT COALESCE(sum(idx_blks_read), 0)::bigint AS read, COALESCE(sum(idx_blks_hit), 0)::bigint AS hit
-  FROM pg_statio_user_indexes WHERE indexrelname = 'uq_portfolio_snapshot_date'"""
+SELECT COALESCE(sum(s.idx_blks_read), 0)::bigint AS read, COALESCE(sum(s.idx_blks_hit), 0)::bigint AS hit
+  FROM (SELECT 'uq_portfolio_snapshot_date'::regclass AS relid   -- the index, and if partitioned its partitions
+        UNION SELECT p.relid FROM pg_partition_tree('uq_portfolio_snapshot_date'::regclass) AS p) AS part
+  JOIN pg_statio_user_indexes AS s ON s.indexrelid = part.relid"""
 
 
 async def lsn_bytes(dsn: str, before: dict) -> int:
@@ -499,10 +522,10 @@ class Bench:
             verify_s, _, v = run_pnl(dsn, "verify")   # exits 1 (fails the bench) unless healthy
             if depth == max(a.history):
                 r = asyncio.run(fetchrow(dsn, """
-                    SELECT count(*) AS n_rows, pg_relation_size('portfolio_snapshots') AS heap,
-                           pg_indexes_size('portfolio_snapshots') AS idx,
-                           pg_total_relation_size('portfolio_snapshots') AS total
-                      FROM portfolio_snapshots"""))
+                    SELECT (SELECT count(*) FROM portfolio_snapshots) AS n_rows,
+                           sum(pg_relation_size(t.relid)) AS heap, sum(pg_indexes_size(t.relid)) AS idx,
+                           sum(pg_total_relation_size(t.relid)) AS total
+                      FROM pg_partition_tree('portfolio_snapshots') AS t"""))
                 bytes_per_row = {"rows": r["n_rows"], "heap": round(r["heap"] / r["n_rows"], 1),
                                  "indexes": round(r["idx"] / r["n_rows"], 1),
                                  "total": round(r["total"] / r["n_rows"], 1), "at_depth": depth + 1}
@@ -553,11 +576,12 @@ def bench(dsn: str, args: argparse.Namespace) -> dict:
     n = args.portfolios
     log = Log(quiet=args.json)
     log(f"generating {n:,} portfolios x {args.positions} positions over {args.symbols:,} symbols ...")
-    gen = asyncio.run(prepare(dsn, n, args.positions, args.symbols))
+    gen = asyncio.run(prepare(dsn, n, args.positions, args.symbols, args.partition_snapshots))
     log(f"  generated in {gen:.1f}s")
     b = Bench(dsn, args, log)
     b.ranges = asyncio.run(id_ranges(dsn, args.floor_connections or default_workers()))
     report: dict = {"portfolios": n, "positions": args.positions, "symbols": args.symbols, "date": DAY.isoformat(),
+                    "snapshot_table": "partitioned by month" if args.partition_snapshots else "one table (migrations)",
                     "generate_seconds": round(gen, 2), "goals": {k: {"max_x": v[0], "vs": v[1]}
                                                                  for k, v in GOALS.items()}}
     report.update(b.goals())
@@ -573,6 +597,7 @@ def render(report: dict) -> None:
     print(f"\n{report['portfolios']:,} portfolios x {report['positions']} positions, {report['symbols']:,} symbols,"
           f" date {report['date']} (data generated in {report['generate_seconds']}s; load average at the end"
           f" {', '.join(f'{x:.2f}' for x in report['load_average'])})")
+    print(f"portfolio_snapshots: {report.get('snapshot_table', 'one table (migrations)')}")
     print(f"the floor: 1 connection; the parallel floor: {report['parallel_floor_connections']} connections"
           f" (as many as `pnl batch run` uses by default)")
     head = f"{'':44} {'wall s':>8} {'portf/s':>9} {'x floor':>8} {'x par.fl':>8} {'WAL B/pf':>9} {'RSS MB':>7}"
@@ -659,6 +684,9 @@ def main() -> None:
                     help="an existing server (a scratch database is created on it and dropped); better "
                          "PNL_BENCH_DSN, with the password in PGPASSFILE: argv is visible in `ps`")
     ap.add_argument("--keep", action="store_true", help="keep the scratch database/server afterwards")
+    ap.add_argument("--partition-snapshots", action="store_true",
+                    help="measure on portfolio_snapshots partitioned by month (bench/partition_snapshots.sql;"
+                         " docs/scaling.md section 2), pnl's statements unchanged")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
     ap.add_argument("--save", type=Path, metavar="FILE", help="also write the JSON report to FILE")
     args = ap.parse_args()

@@ -1,0 +1,28 @@
+-- partition_snapshots: for `bench/run.py --partition-snapshots` only (docs/scaling.md
+-- section 2, measured): replace the EMPTY portfolio_snapshots of the bench's
+-- scratch database with the same table partitioned by RANGE (snapshot_date),
+-- so that section 2's claim (a date's probes and inserts touch one month's
+-- small indexes, so the depth of history stops mattering) can be measured
+-- with pnl's unchanged statements. Not a migration (it drops and recreates
+-- the table; see section 2 for the migration path on a real database).
+-- What partitioning forces, on PostgreSQL 15:
+--   the primary key becomes (id, snapshot_date): it must contain the partition key;
+--   id gets a sequence default: identity columns on partitioned tables need 17;
+--   fillfactor (0011) is set on each partition (bench/partition_months.sql).
+-- The unique key (portfolio_id, snapshot_date), ON CONFLICT's arbiter, is unchanged.
+-- No parameters. Returns nothing. Refuses (division by zero) unless the table is empty.
+SELECT 1 / (CASE WHEN EXISTS (SELECT FROM portfolio_snapshots) THEN 0 ELSE 1 END);
+ALTER TABLE portfolio_snapshots RENAME TO portfolio_snapshots_unpartitioned;
+CREATE TABLE portfolio_snapshots
+    (LIKE portfolio_snapshots_unpartitioned INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING COMMENTS)
+    PARTITION BY RANGE (snapshot_date);
+DROP TABLE portfolio_snapshots_unpartitioned;
+CREATE SEQUENCE portfolio_snapshots_id_seq OWNED BY portfolio_snapshots.id;
+ALTER TABLE portfolio_snapshots ALTER COLUMN id SET DEFAULT nextval('portfolio_snapshots_id_seq');
+ALTER TABLE portfolio_snapshots
+    ADD CONSTRAINT pk_portfolio_snapshots PRIMARY KEY (id, snapshot_date),
+    ADD CONSTRAINT fk_portfolio_snapshots_portfolio FOREIGN KEY (portfolio_id) REFERENCES portfolios (id),
+    ADD CONSTRAINT uq_portfolio_snapshot_date UNIQUE (portfolio_id, snapshot_date);
+CREATE INDEX ix_portfolio_snapshots_incomplete
+    ON portfolio_snapshots (portfolio_id, snapshot_date) WHERE NOT is_complete;
+CREATE TABLE portfolio_snapshots_default PARTITION OF portfolio_snapshots DEFAULT WITH (fillfactor = 90);
