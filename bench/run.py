@@ -523,9 +523,11 @@ class Bench:
             if depth == max(a.history):
                 r = asyncio.run(fetchrow(dsn, """
                     SELECT (SELECT count(*) FROM portfolio_snapshots) AS n_rows,
-                           sum(pg_relation_size(t.relid)) AS heap, sum(pg_indexes_size(t.relid)) AS idx,
-                           sum(pg_total_relation_size(t.relid)) AS total
-                      FROM pg_partition_tree('portfolio_snapshots') AS t"""))
+                           sum(pg_relation_size(t.relid))::bigint AS heap,
+                           sum(pg_indexes_size(t.relid))::bigint AS idx,
+                           sum(pg_total_relation_size(t.relid))::bigint AS total
+                      FROM (SELECT 'portfolio_snapshots'::regclass AS relid   -- and its partitions, if any
+                            UNION SELECT p.relid FROM pg_partition_tree('portfolio_snapshots') AS p) AS t"""))
                 bytes_per_row = {"rows": r["n_rows"], "heap": round(r["heap"] / r["n_rows"], 1),
                                  "indexes": round(r["idx"] / r["n_rows"], 1),
                                  "total": round(r["total"] / r["n_rows"], 1), "at_depth": depth + 1}
