@@ -13,8 +13,17 @@
 -- snapshot's date.
 -- No backfill: NULL is a valid value (status probes, as before). The next
 -- batch run sets it for every portfolio it writes.
+-- A guard for writers that do not know the column (a pnl older than 0012
+-- still running on another host, the legacy batch's `equity_balance +=`, a
+-- hand edit): trigger trg_portfolios_equity_as_of_guard sets equity_as_of to
+-- NULL when an UPDATE changes equity_balance and leaves equity_as_of as it
+-- was, so status probes that portfolio instead of trusting a stale date. Its
+-- WHEN clause is evaluated without calling the function: pnl's own writes set
+-- a new date with the new equity and never call it (a repair that re-computes
+-- the latest date in place does, and leaves NULL: status probes).
 -- Locks: ADD COLUMN of a nullable column without a default is catalog-only
--- (ACCESS EXCLUSIVE for milliseconds, no rewrite, no scan).
+-- (ACCESS EXCLUSIVE for milliseconds, no rewrite, no scan); CREATE TRIGGER
+-- takes SHARE ROW EXCLUSIVE for milliseconds (reads go on).
 -- Privileges: a role that may UPDATE equity_balance (column grant, e.g. the
 -- batch role of sql/roles/create_roles.sql) may UPDATE equity_as_of too:
 -- without that the batch would fail with "permission denied" after this
@@ -28,6 +37,24 @@ ALTER TABLE portfolios ADD COLUMN IF NOT EXISTS equity_as_of date;
 
 COMMENT ON COLUMN portfolios.equity_as_of IS
     'date of the complete snapshot whose NAV equity_balance was set from; NULL: not set from a snapshot';
+
+CREATE OR REPLACE FUNCTION pnl_equity_as_of_guard() RETURNS trigger
+    LANGUAGE plpgsql AS $guard$
+BEGIN
+    -- equity changed by a statement that did not say which snapshot it came from
+    NEW.equity_as_of := NULL;
+    RETURN NEW;
+END
+$guard$;
+
+DROP TRIGGER IF EXISTS trg_portfolios_equity_as_of_guard ON portfolios;
+CREATE TRIGGER trg_portfolios_equity_as_of_guard
+    BEFORE UPDATE OF equity_balance ON portfolios
+    FOR EACH ROW
+    WHEN (NEW.equity_as_of IS NOT NULL
+          AND NEW.equity_as_of IS NOT DISTINCT FROM OLD.equity_as_of
+          AND NEW.equity_balance IS DISTINCT FROM OLD.equity_balance)
+    EXECUTE FUNCTION pnl_equity_as_of_guard();
 
 DO $grant$
 DECLARE

@@ -86,11 +86,12 @@ async def flagged_chain_portfolios(conn: asyncpg.Connection) -> dict[int, tuple[
         if r["portfolio_id"] not in flagged:
             flagged[r["portfolio_id"]] = (r["snapshot_date"], "broken equity chain")
     for r in await conn.fetch(sql("verify/equity_mismatch")):
+        flagged.setdefault(r["portfolio_id"], (r["latest_snapshot_date"], "equity differs from latest NAV"))
+    for r in await conn.fetch(sql("verify/equity_as_of_mismatch")):
         if r["latest_snapshot_date"] is None:
             continue            # equity_as_of set, no snapshot left: nothing to replay (see the check's header)
-        why = ("equity differs from latest NAV" if r["equity_balance"] != r["latest_nav"]
-               else "equity_as_of is not the latest snapshot's date")
-        flagged.setdefault(r["portfolio_id"], (r["latest_snapshot_date"], why))
+        flagged.setdefault(r["portfolio_id"],
+                           (r["latest_snapshot_date"], "equity_as_of is not the latest snapshot's date"))
     return flagged
 
 

@@ -19,6 +19,25 @@ CREATE TABLE portfolios (
     CONSTRAINT pk_portfolios PRIMARY KEY (id)
 );
 
+-- Equity changed by an UPDATE that leaves equity_as_of as it was (a writer that
+-- does not know the column: an older pnl, the legacy batch, a hand edit):
+-- equity_as_of becomes NULL, so status probes instead of trusting it (0012).
+CREATE FUNCTION pnl_equity_as_of_guard() RETURNS trigger
+    LANGUAGE plpgsql AS $guard$
+BEGIN
+    -- equity changed by a statement that did not say which snapshot it came from
+    NEW.equity_as_of := NULL;
+    RETURN NEW;
+END
+$guard$;
+CREATE TRIGGER trg_portfolios_equity_as_of_guard
+    BEFORE UPDATE OF equity_balance ON portfolios
+    FOR EACH ROW
+    WHEN (NEW.equity_as_of IS NOT NULL
+          AND NEW.equity_as_of IS NOT DISTINCT FROM OLD.equity_as_of
+          AND NEW.equity_balance IS DISTINCT FROM OLD.equity_balance)
+    EXECUTE FUNCTION pnl_equity_as_of_guard();
+
 -- quantity is signed (negative = short); multiplier 100 for an option contract.
 -- A position is open from entry_date until exit_date (exclusive), at exit_price.
 CREATE TABLE positions (

@@ -98,7 +98,7 @@ def test_status_reads_equity_as_of_verify_checks_it_and_repair_fixes_it(db: Db) 
     assert (chain["up_to_date"], chain["lag"]) == (3, [{"dates_behind": 2, "portfolios": 1}])
     res = run_cli("verify", "--json", dsn=db.dsn)
     assert res.code == 1
-    check = next(x for x in json.loads(res.out)["checks"] if x["check"] == "equity_mismatch")
+    check = next(x for x in json.loads(res.out)["checks"] if x["check"] == "equity_as_of_mismatch")
     assert check["rows"] == 1 and check["examples"][0]["portfolio_id"] == c
     assert check["examples"][0]["equity_as_of"] == CALENDAR[0].isoformat()
     navs = db.all("SELECT portfolio_id, snapshot_date, net_asset_value FROM portfolio_snapshots ORDER BY 1, 2")
@@ -112,7 +112,7 @@ def test_status_reads_equity_as_of_verify_checks_it_and_repair_fixes_it(db: Db) 
     # Snapshots deleted by hand: equity_as_of points at nothing; verify says so (no repair can replay it).
     db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s", d)
     check = next(x for x in json.loads(run_cli("verify", "--json", dsn=db.dsn).out)["checks"]
-                 if x["check"] == "equity_mismatch")
+                 if x["check"] == "equity_as_of_mismatch")
     assert check["rows"] == 1 and check["examples"][0]["latest_snapshot_date"] is None
 
 
@@ -153,3 +153,53 @@ def test_a_database_migrated_before_0012_keeps_its_batch_role_and_its_chains(rol
     assert roles.cli(roles.owner, "migrate").code == 0
     res = roles.cli(roles.batch, "batch", "run", "--date", days[-1].isoformat(), "--json")
     assert res.code == 0 and json.loads(res.out)["already_done"] == 8, res.err
+
+
+def test_status_and_verify_on_a_database_not_yet_migrated_to_0012(empty_db: Db) -> None:
+    assert run_cli("migrate", "--to", "0011", dsn=empty_db.dsn).code == 0
+    random_book(empty_db.conn, 3, CALENDAR, seed=5)
+    res = run_cli("status", "--json", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["chain"]["never_run"] == 3
+    checks = {c["check"]: c for c in json.loads(run_cli("verify", "--json", dsn=empty_db.dsn).out)["checks"]}
+    assert checks["equity_mismatch"]["error"] is None                  # still checked before 0012
+    assert checks["equity_as_of_mismatch"]["error"].startswith("not run")
+
+
+def test_restoring_an_older_undo_after_a_newer_one_does_not_vouch_for_an_earlier_date(db: Db) -> None:
+    random_book(db.conn, 3, CALENDAR, seed=7)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[5].isoformat())
+    newer_dates = run(db, "batch", "undo", "--from", CALENDAR[4].isoformat(), "--yes")
+    older_dates = run(db, "batch", "undo", "--from", CALENDAR[2].isoformat(), "--yes")
+    run(db, "batch", "undo", "--restore", str(newer_dates["run_id"]), "--yes")
+    run(db, "batch", "undo", "--restore", str(older_dates["run_id"]), "--yes")
+    assert all(as_of is None for _, as_of, *_ in chain_ends(db))     # chain ends at CALENDAR[5] now
+    assert run(db, "status", "--no-verify")["chain"]["up_to_date"] == 3
+
+
+def test_a_writer_that_does_not_know_equity_as_of_cannot_leave_it_stale(db: Db) -> None:
+    """A pnl older than 0012 on another host, or the legacy batch: the guard trigger clears the date."""
+    random_book(db.conn, 3, CALENDAR[:4], seed=44)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
+    a, b, c = [p for (p,) in db.all("SELECT id FROM portfolios ORDER BY id")]
+    # An older pnl writes a's next date and sets its equity, saying nothing of equity_as_of.
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, opening_equity, daily_pnl,"
+               " capital_flow, net_asset_value) SELECT portfolio_id, %s, true, net_asset_value, 1, 0,"
+               " net_asset_value + 1 FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s",
+               CALENDAR[3], a, CALENDAR[2])
+    db.execute("UPDATE portfolios SET equity_balance = equity_balance + 1 WHERE id = %s", a)
+    # The legacy batch's `equity_balance += daily_pnl` on b (no snapshot).
+    db.execute("UPDATE portfolios SET equity_balance = equity_balance + 7 WHERE id = %s", b)
+    # Setting equity to what it already is, or setting both columns, is not such a write.
+    db.execute("UPDATE portfolios SET equity_balance = equity_balance WHERE id = %s", c)
+    as_of = dict(db.all("SELECT id, equity_as_of FROM portfolios"))
+    assert as_of == {a: None, b: None, c: CALENDAR[2]}
+    # So status is right for a (probed: up to date) and c (read: 1 date behind); b's chain ended at CALENDAR[2].
+    chain = run(db, "status", "--no-verify")["chain"]
+    assert (chain["up_to_date"], chain["lag"]) == (1, [{"dates_behind": 1, "portfolios": 2}])
+    checks = {x["check"]: x for x in json.loads(run_cli("verify", "--json", dsn=db.dsn).out)["checks"]}
+    assert checks["equity_as_of_mismatch"]["rows"] == 0                  # nothing stale left to flag
+    assert [e["portfolio_id"] for e in checks["equity_mismatch"]["examples"]] == [b]   # the legacy +=
+    db.execute("UPDATE portfolios SET equity_balance = equity_balance - 7, equity_as_of = %s WHERE id = %s",
+               CALENDAR[2], b)
+    assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", b) == CALENDAR[2]

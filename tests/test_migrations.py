@@ -30,6 +30,12 @@ def fingerprint(db: Db) -> dict[str, list[tuple]]:
         "indexes": db.all(
             "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
             " AND tablename NOT LIKE '%yoyo%' ORDER BY 1, 2"),
+        "triggers": db.all(
+            "SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal"
+            " ORDER BY 1, 2"),
+        "functions": db.all(
+            "SELECT proname, pg_get_functiondef(oid) FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+            " ORDER BY 1"),
         "storage": db.all(
             "SELECT relname, reloptions FROM pg_class WHERE relnamespace = 'public'::regnamespace"
             " AND reloptions IS NOT NULL AND relname NOT LIKE '%yoyo%' ORDER BY 1"),
@@ -64,7 +70,8 @@ def test_migrate_rollback_migrate_gives_the_same_schema(empty_db: Db) -> None:
     assert not any(c[1] == "is_complete" for c in partial["columns"])
 
     assert run_cli("rollback", "--all", "--yes", dsn=empty_db.dsn).code == 0
-    assert fingerprint(empty_db) == {"columns": [], "constraints": [], "indexes": [], "storage": []}
+    assert fingerprint(empty_db) == {"columns": [], "constraints": [], "indexes": [], "triggers": [], "functions": [],
+                                     "storage": []}
 
     assert run_cli("migrate", dsn=empty_db.dsn).code == 0
     assert fingerprint(empty_db) == full

@@ -34,7 +34,13 @@ latest AS (
 equity AS (
     UPDATE portfolios AS pf
        SET equity_balance = l.equity_before,
+           -- not when the chain now goes on past the restored dates (an older undo
+           -- restored after a newer one): that equity is not the chain end's NAV
            equity_as_of = CASE WHEN l.is_complete AND l.net_asset_value = l.equity_before
+                                AND NOT EXISTS (SELECT FROM portfolio_snapshots AS s
+                                                 WHERE s.portfolio_id = l.portfolio_id
+                                                   AND s.snapshot_date > l.snapshot_date
+                                                   AND s.is_complete)
                                THEN l.snapshot_date END
       FROM latest AS l
      WHERE pf.id = l.portfolio_id
