@@ -7,9 +7,13 @@
 --
 -- The dates: every price date after the earliest chain end of the selected
 -- portfolios (each one's latest complete snapshot; a portfolio without one:
--- the day before the start date $3), up to $1 (one backward probe of
--- uq_portfolio_snapshot_date per portfolio, then a loose index scan of
--- ix_market_prices_price_date: one probe per date).
+-- the day before the start date $3), up to $1. A chain's end is read from
+-- portfolios.equity_as_of (migration 0012: set with equity, in the same
+-- statement as the snapshot; cleared by a writer that does not set it); only
+-- where it is NULL, one backward probe of uq_portfolio_snapshot_date. Then a
+-- loose index scan of ix_market_prices_price_date: one probe per date.
+-- (This only decides which dates' prices are checked and marked; the chunk
+-- statements that write find each chain's end by probing, whatever this says.)
 -- Held on D: some position (of any portfolio) is open at D: entry_date <= D
 -- and (exit_date null or after D). The symbols are walked with a loose index
 -- scan of ix_positions_symbol (one probe per symbol). A symbol whose mark for D
@@ -22,9 +26,11 @@
 --   stale bigint (held, no mark yet, no close on mark_date, an earlier one),
 --   stale_names text[] (the first 20 of those, by name)
 WITH RECURSIVE ends AS (
-    SELECT COALESCE((SELECT s.snapshot_date FROM portfolio_snapshots AS s
+    SELECT COALESCE(p.equity_as_of,
+                    (SELECT s.snapshot_date FROM portfolio_snapshots AS s
                       WHERE s.portfolio_id = p.id AND s.is_complete
-                      ORDER BY s.snapshot_date DESC LIMIT 1), $3::date - 1) AS chain_end
+                      ORDER BY s.snapshot_date DESC LIMIT 1),
+                    $3::date - 1) AS chain_end
       FROM portfolios AS p
      WHERE ($2::bigint[] IS NULL OR p.id = ANY($2::bigint[]))
 ),
