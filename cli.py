@@ -27,15 +27,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 import click
 
-from pnl import __version__, batch, calendar, cleanup, dedupe, migrate, repair, status, verify
-from pnl import demo as demo_mod
-from pnl import seed as seed_mod
-from pnl import undo as undo_mod
+# Only what `pnl batch run` needs is imported here; every other command imports its own module
+# (cleanup, dedupe, repair, status, verify, seed, demo, undo) when it runs: a shorter start.
+from pnl import __version__, batch, calendar, migrate
 from pnl.calendar import DayRequest
 from pnl.db import (
     DbSettings,
@@ -49,6 +48,10 @@ from pnl.db import (
 )
 from pnl.embedded import Embedded, default_data_dir
 from pnl.errors import BadInput, PnlError, RetryLater
+
+if TYPE_CHECKING:
+    from pnl import dedupe, repair
+    from pnl import undo as undo_mod
 
 T = TypeVar("T")
 
@@ -430,6 +433,7 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
     (not after today) and by how many price dates; the next
     `pnl batch run --date latest` catches them up.
     """
+    from pnl import status
     st = with_pool(ctx, lambda pool: status.collect(pool, runs, with_checks), require_schema=False)
     if as_json:
         emit_json({"database": redact(ctx.dsn or ""), **st.to_json()})
@@ -728,6 +732,7 @@ def batch_undo_cmd(ctx: Context, from_day: DayRequest | None, portfolio: tuple[i
     --from on those portfolios. Running the dates again reproduces the same numbers;
     --restore RUN_ID puts rows and equity back exactly.
     """
+    from pnl import undo as undo_mod
     if restore_run is not None:
         if from_day is not None or portfolio or dry_run:
             raise click.UsageError("--restore RUN_ID takes no --from, --portfolio or --dry-run")
@@ -799,6 +804,7 @@ def cleanup_cmd(ctx: Context, older_than: timedelta, day: date | None, dry_run: 
     deleting one a live run still holds is safe (its finalize is fenced and
     writes nothing), it just wastes that run's work.
     """
+    from pnl import cleanup
     plan = with_pool(ctx, lambda pool: cleanup.plan_cleanup(pool, older_than, day))
     where = f" for {day}" if day else ""
     if dry_run or not plan.claims:
@@ -844,6 +850,7 @@ def dedupe_cmd(ctx: Context, dry_run: bool, yes: bool, batch_size: int, restore_
     puts a run's rows back. Works before the idempotency migration (that is
     what it is for): `pnl migrate` stops there until duplicates are gone.
     """
+    from pnl import dedupe
     if restore_run is not None:
         confirm_or_refuse(yes, f"Put back every snapshot dedupe run #{restore_run} deleted?")
         restored = with_pool(ctx, lambda pool: dedupe.restore(pool, restore_run), require_schema=False)
@@ -934,6 +941,7 @@ def verify_cmd(ctx: Context, since: date | None, as_json: bool) -> None:
     history grows; a full `pnl verify` (no --since) now and then checks it all.
     With psql: -c "SET pnl.verify_since = 'DATE'" before -f FILE.
     """
+    from pnl import verify
     results = with_pool(ctx, lambda pool: verify.run_checks(pool, since), require_schema=False)
     healthy = all(r.healthy for r in results)
     if as_json:
@@ -987,6 +995,7 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: DayRequest |
     replays every portfolio that held those symbols, in the same transaction
     (`pnl verify` lists them: marks_differ_from_prices).
     """
+    from pnl import repair
     if all_broken and (portfolio or from_date is not None):
         raise click.UsageError("--all-broken takes neither --portfolio nor --from")
     if not all_broken and from_date is None:
@@ -1084,6 +1093,7 @@ def seed_cmd(ctx: Context, portfolios: int, positions: int, days: int, symbols: 
     Long and short stocks, options (multiplier 100), positions opened and
     closed inside the window, capital flows in and out, prices on weekdays.
     """
+    from pnl import seed as seed_mod
     spec = seed_mod.SeedSpec(portfolios, positions, days, symbols, end, seed_value, legacy_duplicates)
     progress = Progress("seed", enabled=not as_json)
     tables = ["portfolios", "market_prices", "positions", "capital_flows"]
@@ -1122,6 +1132,8 @@ def demo_cmd(ctx: Context, portfolios: int, positions: int, days: int, seed_valu
     moment, and once more, and the database shows each portfolio was applied
     exactly once; then `pnl verify`. Your other databases are not touched.
     """
+    from pnl import demo as demo_mod
+    from pnl import seed as seed_mod
     if ctx.dsn and not ctx.use_embedded:
         click.echo("pnl demo always uses the embedded PostgreSQL; --dsn/DATABASE_URL is not used", err=True)
     say = (lambda line: None) if as_json else click.echo

@@ -11,7 +11,8 @@
 -- (one probe per price date, however many symbols have a close that day),
 -- from the chunk's earliest owed date: a one-date run walks one date.
 -- Each portfolio's latest and first complete snapshot are one backward and one
--- forward probe of uq_portfolio_snapshot_date.
+-- forward probe of uq_portfolio_snapshot_date (chunk is MATERIALIZED: inlined,
+-- the backward probe ran twice, once for last_date and once for lower).
 --
 -- For the owed slots, in (portfolio, date) order:
 --   * nothing is claimed from the first slot another run holds with a live
@@ -42,7 +43,7 @@
 --   owed_prev date[]                         aligned with owed_ids: the complete snapshot each
 --                                            owed slot follows (the previous owed date, else
 --                                            the latest complete one; NULL: a chain's first)
-WITH RECURSIVE chunk AS (
+WITH RECURSIVE chunk AS MATERIALIZED (
     SELECT c.portfolio_id, c.start_date,
            (SELECT s.snapshot_date FROM portfolio_snapshots AS s
              WHERE s.portfolio_id = c.portfolio_id AND s.is_complete

@@ -1,7 +1,8 @@
 -- mark_abandoned: runs whose process died are marked 'abandoned', so that no
 -- row stays 'running' forever. Dead means: status 'running', no heartbeat for
--- longer than its own lease (a live run records one after every chunk and
--- while it waits), and no unfinished claim whose lease is still live. Run by
+-- longer than its own lease (a live run records one after every chunk, unless
+-- its last one is younger than a third of its lease, and while it waits), and
+-- no unfinished claim whose lease is still live. Run by
 -- every `pnl batch run` / `backfill` when it starts. A run marked by mistake
 -- (alive but stalled past its lease) overwrites the status when it finishes.
 -- Rows from before 0007 have no lease: 15 minutes (the default) is assumed.

@@ -1,6 +1,8 @@
 -- record_progress: store a running batch's counts and heartbeat after each
--- chunk (and while it waits for held claims), so `pnl status` shows live
--- progress and the next run can tell a live run from a dead one.
+-- chunk (skipped when the last one is younger than 1 s, or a third of the
+-- run's lease if that is shorter) and while it waits for held claims, so
+-- `pnl status` shows live progress and the next run can tell a live run from
+-- a dead one.
 --
 -- $1 run id   $2 processed   $3 skipped (already done)   $4 failed   $5 reclaimed   $6 lost
 -- $7 held   $8 before_chain
