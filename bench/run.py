@@ -7,6 +7,7 @@
     python bench/run.py --history 1,20,250      # the history axis (default 1,20,250; 'none' skips it)
     python bench/run.py --scaling 1,2,4,8       # processes / --workers (default 1,2,4,8; 'none' skips it)
     python bench/run.py --chunk-sizes 250,1000,5000,20000   # the chunk-size curve
+    python bench/run.py --partition-snapshots   # portfolio_snapshots partitioned by month (docs/scaling.md 2)
     PNL_BENCH_DSN=postgresql://... python bench/run.py   # an existing server (a scratch database is made)
 
 Against a scratch database it makes itself (by default on a throwaway local
@@ -26,8 +27,9 @@ WAL: bytes per portfolio (pg_current_wal_lsn before/after), WAL records and full
   (pg_stat_wal), and the rows inserted / updated / HOT-updated per table, floor vs batch: the
   physical cost of writing: the floor and the one-write batch insert each snapshot once.
 history: for each depth H, a book with H prior price dates of complete snapshots (generated in one
-  INSERT ... SELECT), then a one-date cold run for the next date (exactly one missing date),
-  `pnl status --no-verify`, `pnl verify`, and catching up 5 missing price dates (`pnl batch run`
+  INSERT ... SELECT), then a one-date cold run for the next date (exactly one missing date; its WAL,
+  full-page images and unique-index blocks read/hit), `pnl status --no-verify`, `pnl verify`, the
+  catch-up's missing-dates query on its own, and catching up 5 missing price dates (`pnl batch run`
   when its --help mentions catch-up, else `pnl batch backfill` over the 5 dates); the flatness
   ratios (deepest vs shallowest) and the 5-dates/1-date ratio.
 
