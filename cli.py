@@ -712,7 +712,8 @@ def batch_backfill_cmd(ctx: Context, first: DayRequest, last: DayRequest, portfo
 @click.option("--dry-run", is_flag=True, help="Show the snapshots per date and the equity changes; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
 @click.option("--restore", "restore_run", type=ID, metavar="RUN_ID",
-              help="Put back exactly what undo run RUN_ID removed (refused if those dates were run again).")
+              help="Put back exactly what undo run RUN_ID removed (refused if those dates were run again, "
+                   "or a newer undo of the same portfolios is not restored yet: newest first).")
 @click.option("--chunk-size", type=IntRange(1, 100_000), default=5000, show_default=True,
               help="Portfolios per transaction.")
 @json_option

@@ -173,7 +173,8 @@ async def _finish(conn: asyncpg.Connection, result: UndoResult, status: str) -> 
 
 async def restore(pool: asyncpg.Pool, run_id: int) -> RestoreResult:
     """Put back every snapshot undo run `run_id` removed, and the equity it
-    changed; refuses if any of those slots holds a row again."""
+    changed; refuses if a newer undo of the same portfolios is not restored
+    yet (newest first), or if any of those slots holds a row again."""
     async with pool.acquire() as conn:
         run = await conn.fetchrow(sql("rescue/get_rescue_run"), run_id)
         if run is None or run["kind"] != "undo":
@@ -183,6 +184,15 @@ async def restore(pool: asyncpg.Pool, run_id: int) -> RestoreResult:
             if not pids:
                 raise PnlError(f"nothing to restore: undo run #{run_id} is already restored (or removed nothing)")
             await conn.fetch(sql("batch/lock_portfolios"), pids)
+            later = await conn.fetch(sql("undo/find_later_undos"), run_id)
+            if later:
+                newest = later[0]
+                runs = ", ".join(f"#{r['rescue_run_id']}" for r in later)
+                raise PnlError(
+                    f"refused: undo run(s) {runs}, newer than #{run_id}, removed snapshots of the same portfolios "
+                    f"(e.g. portfolio {newest['example_portfolio_id']}) and are not restored; undo runs are restored "
+                    f"newest first: pnl batch undo --restore {newest['rescue_run_id']} --yes, then this one; "
+                    "nothing was changed")
             refilled = await conn.fetch(sql("undo/find_refilled_slots"), run_id)
             if refilled:
                 first = refilled[0]

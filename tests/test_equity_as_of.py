@@ -166,15 +166,34 @@ def test_status_and_verify_on_a_database_not_yet_migrated_to_0012(empty_db: Db) 
     assert checks["equity_as_of_mismatch"]["error"].startswith("not run")
 
 
-def test_restoring_an_older_undo_after_a_newer_one_does_not_vouch_for_an_earlier_date(db: Db) -> None:
+def test_undo_runs_are_restored_newest_first_and_leave_the_chain_end_right(db: Db) -> None:
     random_book(db.conn, 3, CALENDAR, seed=7)
     run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[5].isoformat())
-    newer_dates = run(db, "batch", "undo", "--from", CALENDAR[4].isoformat(), "--yes")
-    older_dates = run(db, "batch", "undo", "--from", CALENDAR[2].isoformat(), "--yes")
-    run(db, "batch", "undo", "--restore", str(newer_dates["run_id"]), "--yes")
-    run(db, "batch", "undo", "--restore", str(older_dates["run_id"]), "--yes")
-    assert all(as_of is None for _, as_of, *_ in chain_ends(db))     # chain ends at CALENDAR[5] now
-    assert run(db, "status", "--no-verify")["chain"]["up_to_date"] == 3
+    before = db.all("SELECT id, equity_balance, equity_as_of FROM portfolios ORDER BY id")
+    first = run(db, "batch", "undo", "--from", CALENDAR[4].isoformat(), "--yes")     # removes 4, 5
+    second = run(db, "batch", "undo", "--from", CALENDAR[2].isoformat(), "--yes")    # then 2, 3
+    # The older undo first would put 4 and 5 back while 2 and 3 are out: a hole, and equity from the wrong end.
+    res = run_cli("batch", "undo", "--restore", str(first["run_id"]), "--yes", dsn=db.dsn)
+    assert_one_line_error(res, 1, f"#{second['run_id']}", "newest first", "nothing was changed")
+    assert db.scalar("SELECT max(snapshot_date) FROM portfolio_snapshots") == CALENDAR[1]
+    run(db, "batch", "undo", "--restore", str(second["run_id"]), "--yes")
+    assert_as_of_is_chain_end(db, CALENDAR[3])
+    run(db, "batch", "undo", "--restore", str(first["run_id"]), "--yes")
+    assert_as_of_is_chain_end(db, CALENDAR[5])
+    assert db.all("SELECT id, equity_balance, equity_as_of FROM portfolios ORDER BY id") == before
+    assert run_cli("verify", dsn=db.dsn).code == 0
+
+
+def test_restore_never_vouches_for_a_date_before_the_chain_end(db: Db) -> None:
+    """Defence in depth in restore_snapshots.sql: if a later complete snapshot exists anyway (written
+    outside pnl here), the restored equity is not taken for the chain end's."""
+    random_book(db.conn, 2, CALENDAR, seed=8)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[3].isoformat())
+    undo = run(db, "batch", "undo", "--from", CALENDAR[3].isoformat(), "--yes")
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, net_asset_value)"
+               " SELECT id, %s, true, 1 FROM portfolios", CALENDAR[5])
+    run(db, "batch", "undo", "--restore", str(undo["run_id"]), "--yes")
+    assert {r[1] for r in chain_ends(db)} == {None}
 
 
 def test_a_writer_that_does_not_know_equity_as_of_cannot_leave_it_stale(db: Db) -> None:
