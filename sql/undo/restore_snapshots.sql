@@ -2,10 +2,11 @@
 -- it was (ids included, from the archived jsonb), and each portfolio's equity
 -- as it was before the undo; mark the archive rows restored. equity_as_of
 -- becomes the latest restored snapshot's date when that equity is its NAV
--- (as a healthy chain had it), else NULL (not known to come from a snapshot). A plain INSERT:
--- if a slot was filled again meanwhile, the unique constraint aborts the whole
--- transaction (undo/find_refilled_slots.sql is checked first, after locking
--- the portfolios with batch/lock_portfolios.sql).
+-- (as a healthy chain had it) and no later complete snapshot exists, else
+-- NULL (not known to come from the chain end). A plain INSERT: if a slot was
+-- filled again meanwhile, the unique constraint aborts the whole transaction
+-- (undo/find_refilled_slots.sql and undo/find_later_undos.sql are checked
+-- first, after locking the portfolios with batch/lock_portfolios.sql).
 --
 -- $1 undo run id (bigint)
 -- Returns one row: restored (bigint: snapshots), portfolios (bigint: equity reset)
@@ -34,8 +35,8 @@ latest AS (
 equity AS (
     UPDATE portfolios AS pf
        SET equity_balance = l.equity_before,
-           -- not when the chain now goes on past the restored dates (an older undo
-           -- restored after a newer one): that equity is not the chain end's NAV
+           -- not when the chain goes on past the restored dates (written outside
+           -- pnl: pnl restores newest first): that equity is not the chain end's NAV
            equity_as_of = CASE WHEN l.is_complete AND l.net_asset_value = l.equity_before
                                 AND NOT EXISTS (SELECT FROM portfolio_snapshots AS s
                                                  WHERE s.portfolio_id = l.portfolio_id
