@@ -254,6 +254,8 @@ class RunResult:
     # prices: what each covered date carried forward, and the dates refused as too stale
     stale: list[StaleDate] = field(default_factory=list)
     refused: StaleRefusal | None = None
+    # when the run last recorded its progress (time.monotonic(); _heartbeat), or started
+    beat_at: float = field(default_factory=time.monotonic, repr=False)
 
     # ---- counting
     def tally(self, day: date) -> DateTally:
@@ -801,13 +803,11 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
     if not owed:                              # nothing to write (a re-run): no connection to take and reset
         return sorted(rest), {p: plan.owed[p] for p in rest}
     written: dict[int, int] = dict.fromkeys(owed, 0)      # portfolio -> owed dates settled, in order
-    beat, every = time.monotonic(), opts.lease.total_seconds() / 3
     try:
         async with pool.acquire() as conn:
             for day in sorted({d for dates in owed.values() for d in dates}):
-                if time.monotonic() - beat > every:   # no claim says this run is alive: the heartbeat must
-                    await _heartbeat(pool, result)     # (runs/mark_abandoned.sql)
-                    beat = time.monotonic()
+                # no claim says this run is alive: the heartbeat must, at least every third of the lease
+                await _heartbeat(pool, result, every=opts.lease.total_seconds() / 3)
                 todo = [p for p, dates in owed.items()
                         if p not in rest and written[p] < len(dates) and dates[written[p]] == day]
                 if not todo:
@@ -941,7 +941,13 @@ async def _record(pool: asyncpg.Pool, r: RunResult, final: bool) -> None:
             await conn.execute(sql("runs/record_progress"), r.run_id, *counts, t["held"], t["before_chain"])
 
 
-async def _heartbeat(pool: asyncpg.Pool, result: RunResult) -> None:
+async def _heartbeat(pool: asyncpg.Pool, result: RunResult, every: float = 0.0) -> None:
+    """Record the run's progress (its heartbeat: runs/mark_abandoned.sql), unless
+    the last one, wherever it was written, is younger than `every` seconds."""
+    now = time.monotonic()
+    if now - result.beat_at < every:
+        return
+    result.beat_at = now
     try:
         await _record(pool, result, final=False)
     except DB_FAULTS:
@@ -995,19 +1001,17 @@ async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int
                      on_progress: ProgressFn | None, stop: asyncio.Event | None, workers: int, link: _Link) -> None:
     chunks = _Chunks(pool, filter_ids, opts.chunk_size, link)
     done = 0
-    beat, every = time.monotonic(), min(PROGRESS_EVERY_S, opts.lease.total_seconds() / 3)
+    every = min(PROGRESS_EVERY_S, opts.lease.total_seconds() / 3)
 
     async def worker() -> None:
-        nonlocal done, beat
+        nonlocal done
         while not (stop and stop.is_set()) and link.gone is None:
             ids = await chunks.next()
             if not ids:
                 return
             await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts, link)
             done += len(ids)
-            if time.monotonic() - beat >= every:
-                beat = time.monotonic()
-                await _heartbeat(pool, result)
+            await _heartbeat(pool, result, every)
             if on_progress:
                 on_progress(done, result.total)
 
