@@ -234,3 +234,27 @@ def test_the_p_and_l_rule_is_written_once_and_included(tmp_path) -> None:  # noq
     (tmp_path / "c.sql").write_text("-- @include nowhere\n")
     with pytest.raises(PnlError, match="c.sql includes nowhere.sql"):
         sql("a", tmp_path / ".." / tmp_path.name)       # a new folder path: loaded afresh
+
+
+def test_a_long_one_write_phase_keeps_its_heartbeat_younger_than_its_lease(db: Db) -> None:
+    """The one-write path holds no claim, so only the heartbeat says the run is alive: within a
+    chunk that takes longer than the lease it is recorded at least every third of the lease."""
+    days = [date(2026, 6, 1 + i) for i in range(8)]
+    random_book(db.conn, 20, days)
+    hook_insert(db, "0.6")                 # 8 dates x 0.6 s in one chunk: longer than the 3 s lease
+    proc = start_batch(db.dsn, "--from", days[0].isoformat(), "--to", days[-1].isoformat(), "--chunk-size", "100",
+                       "--lease", "3s", cmd=("batch", "backfill"))
+    ages: list[float] = []
+    try:
+        while proc.poll() is None:
+            ages += [age for (age,) in db.all("SELECT extract(epoch FROM clock_timestamp() - heartbeat_at)::float"
+                                              " FROM batch_runs WHERE status = 'running'")]
+            time.sleep(0.1)
+    finally:
+        unhook_insert(db)
+    code, out, err = finish(proc)
+    assert code == 0 and out is not None and out["run"]["processed"] == 20 * 8, err
+    assert born_complete(db) == (160, 160)                    # all of it on the one-write path
+    assert len(ages) * 0.1 > 3, ages                          # the run was watched for longer than its lease
+    assert max(ages) < 3, ages                                # and never looked dead
+    assert db.scalar("SELECT count(*) FROM batch_runs WHERE status = 'abandoned'") == 0
