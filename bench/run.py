@@ -129,19 +129,23 @@ class Log:
 async def missing_dates(dsn: str, day: date, chunk: int) -> tuple[float, int]:
     """The catch-up's "missing dates" query on its own: the batch's plan statement
     (sql/batch/claim_owed_dates.sql with claim = false: it writes nothing) over
-    the whole book, chunk by chunk on one connection, as one run plans it.
+    the whole book, chunk by chunk on one connection, as one run plans it, after
+    the run's one sql/batch/earliest_report_date.sql.
     Returns (seconds, owed slots found). Session settings as pnl's (pnl/db.py)."""
     conn = await asyncpg.connect(dsn, server_settings={"jit": "off", "plan_cache_mode": "force_custom_plan"})
     try:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM portfolios ORDER BY id")]
         owed = 0
         t0 = time.perf_counter()
+        async with conn.transaction():      # once per run, as pnl/batch.py's _start
+            await conn.execute(pnl_sql("batch/plan_chunk_statements"))
+            earliest = await conn.fetchval(pnl_sql("batch/earliest_report_date"), day, None)
         for i in range(0, len(ids), chunk):
             part = ids[i:i + chunk]
             async with conn.transaction():
                 await conn.execute(pnl_sql("batch/plan_chunk_statements"))
                 row = await conn.fetchrow(pnl_sql("batch/claim_owed_dates"), 0, day, part, timedelta(minutes=5),
-                                          [day] * len(part), False, False)
+                                          [day] * len(part), False, False, earliest)
             owed += len(row["owed_ids"])
         return time.perf_counter() - t0, owed
     finally:

@@ -232,6 +232,7 @@ class RunResult:
     start: date                         # where a portfolio without a snapshot starts
     total: int = 0                      # selected portfolios
     report_dates: tuple[date, ...] = ()  # always reported (D; a backfill's price dates)
+    report_from: date | None = None     # no date before it is reported (None: unknown)
     tallies: dict[date, DateTally] = field(default_factory=dict)
     chain_starts: Counter[date] = field(default_factory=Counter)
     reclaimed: int = 0
@@ -361,13 +362,16 @@ ProgressFn = Callable[[int, int], None]
 
 # ---------------------------------------------------------------- one chunk, step by step
 async def claim_owed(conn: asyncpg.Connection, run_id: int, last: date, ids: list[int], lease: timedelta,
-                     starts: list[date], floors: bool = False, claim: bool = True) -> ChunkPlan:
+                     starts: list[date], floors: bool = False, claim: bool = True,
+                     report_from: date | None = None) -> ChunkPlan:
     """Find each portfolio's owed dates up to `last` and claim them (taking over
     expired claims): one statement, in one short transaction. With claim=False
-    only the plan: nothing is written."""
+    only the plan: nothing is written. report_from: no date before it is
+    reported (ChunkPlan.starts is exact only from there on; None: exact)."""
     async with conn.transaction():
         await conn.execute(sql("batch/plan_chunk_statements"))
-        row = await conn.fetchrow(sql("batch/claim_owed_dates"), run_id, last, ids, lease, starts, floors, claim)
+        row = await conn.fetchrow(sql("batch/claim_owed_dates"), run_id, last, ids, lease, starts, floors, claim,
+                                  report_from)
     owed: dict[int, list[date]] = defaultdict(list)
     for pid, day in zip(row["owed_ids"], row["owed_dates"], strict=True):
         owed[pid].append(day)
@@ -794,7 +798,7 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
     try:
         async with pool.acquire() as conn:
             plan = await claim_owed(conn, result.run_id, result.date, ids, opts.lease,
-                                    [result.start] * len(ids), claim=False)
+                                    [result.start] * len(ids), claim=False, report_from=result.report_from)
     except DB_FAULTS:
         return ids, None
     result.chain_starts.update(plan.starts)
@@ -852,7 +856,8 @@ async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], 
     for retry in (False, True):
         try:
             async with pool.acquire() as conn:
-                plan = await claim_owed(conn, run_id, result.date, ids, opts.lease, starts, floors)
+                plan = await claim_owed(conn, run_id, result.date, ids, opts.lease, starts, floors,
+                                        report_from=result.report_from)
             break
         except DB_FAULTS as exc:
             # Unsure what we own: give back whatever we may hold of these portfolios.
@@ -963,10 +968,13 @@ async def _start(pool: asyncpg.Pool, last: date, start: date, opts: BatchOptions
             if unknown:
                 raise BadInput(f"unknown portfolio id(s): {', '.join(map(str, unknown))}")
         total = await conn.fetchval(sql("batch/count_portfolios"), filter_ids)
+        async with conn.transaction():
+            await conn.execute(sql("batch/plan_chunk_statements"))
+            earliest = await conn.fetchval(sql("batch/earliest_report_date"), min(start, *report_dates), filter_ids)
         abandoned = [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
         run = await conn.fetchrow(sql("runs/start_run"), last, socket.gethostname(), os.getpid(), start, opts.lease)
     result = RunResult(run_id=run["id"], date=last, start=start, total=total, report_dates=report_dates,
-                       abandoned_runs=abandoned)
+                       report_from=earliest, abandoned_runs=abandoned)
     return result, filter_ids
 
 

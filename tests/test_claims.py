@@ -73,7 +73,7 @@ def test_a_run_that_lost_its_claim_finalizes_nothing(db: Db) -> None:
     """Fencing: run 1 claimed, run 2 took over; run 1's finalize must write nothing."""
     pid = setup(db)
     claim(db, pid, run_id=1, expired=True)
-    taken = call(db, "batch/claim_owed_dates", 2, DAY, [pid], timedelta(minutes=15), [DAY], False, True)
+    taken = call(db, "batch/claim_owed_dates", 2, DAY, [pid], timedelta(minutes=15), [DAY], False, True, None)
     assert taken == [([pid], [DAY], [pid], [DAY], 1, [DAY], [1], [pid], [None])]
     zombie = call(db, "batch/finalize_claimed", 1, DAY, [pid], True)[0]
     assert zombie == ([], [], [], [], 0)

@@ -12,6 +12,7 @@ from datetime import date, timedelta
 from tests.conftest import Db, run_cli
 from tests.data import random_book
 from tests.procs import TWO_STEP_ONLY_SQL
+from tests.reference import replay
 from tests.test_cli import assert_one_line_error
 from tests.test_roles import Roles, roles  # noqa: F401  (the fixture)
 
@@ -222,3 +223,50 @@ def test_a_writer_that_does_not_know_equity_as_of_cannot_leave_it_stale(db: Db) 
     db.execute("UPDATE portfolios SET equity_balance = equity_balance - 7, equity_as_of = %s WHERE id = %s",
                CALENDAR[2], b)
     assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", b) == CALENDAR[2]
+
+
+def test_the_plan_trusts_equity_as_of_only_as_far_as_the_write_checks_it(db: Db) -> None:
+    """A run plans each chain's end from portfolios.equity_as_of. Where it is wrong (a
+    snapshot deleted by hand behind pnl's back, or the column set back by hand), the
+    one-write statement refuses the stale plan and the claiming path, which probes the
+    snapshots, catches the chain up: every NAV is still the replay's, nothing twice."""
+    book = random_book(db.conn, 6, CALENDAR, seed=43)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
+    ahead, behind, *_ = sorted(book.balances)
+    # ahead: its chain really ends at CALENDAR[1], equity_as_of still says CALENDAR[2]
+    db.execute("UPDATE portfolios AS p SET equity_balance = s.net_asset_value"
+               "  FROM portfolio_snapshots AS s"
+               " WHERE s.portfolio_id = p.id AND p.id = %s AND s.snapshot_date = %s", ahead, CALENDAR[1])
+    db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", ahead, CALENDAR[2])
+    db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[2], ahead)
+    # behind: its chain ends at CALENDAR[2], equity_as_of says CALENDAR[0]
+    db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[0], behind)
+    out = run(db, "batch", "run", "--date", CALENDAR[4].isoformat())
+    assert out["failed"] == 0 and out["status"] == "succeeded", out
+    by_date = {d["date"]: d for d in out["dates"]}
+    assert by_date[CALENDAR[2].isoformat()]["processed"] == 1          # ahead's hole, filled
+    assert [by_date[d.isoformat()]["processed"] for d in CALENDAR[3:5]] == [6, 6]
+    navs = {(pid, day): nav for pid, day, nav in db.all(
+        "SELECT portfolio_id, snapshot_date, net_asset_value FROM portfolio_snapshots")}
+    assert len(navs) == 6 * 5 == db.scalar("SELECT count(*) FROM portfolio_snapshots")
+    for pid, balance in book.balances.items():
+        chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], CALENDAR[:5])
+        assert [navs[(pid, s.day)] for s in chain] == [s.nav for s in chain], pid
+    assert_as_of_is_chain_end(db, CALENDAR[4])
+
+
+def test_where_a_chain_starts_is_still_reported_exactly_for_an_uneven_book(db: Db) -> None:
+    """The plan skips the probe for where a chain starts when the chain ends on or before
+    the earliest date the run reports. In a book whose chains end on different dates,
+    one started late must still be before_chain on the dates before its start."""
+    random_book(db.conn, 4, CALENDAR, seed=44)
+    p1, p2, p3, p4 = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat(),
+        "--portfolio", str(p1), "--portfolio", str(p2), "--portfolio", str(p3))
+    run(db, "batch", "run", "--date", CALENDAR[3].isoformat(), "--portfolio", str(p2))      # ahead: C0..C3
+    run(db, "batch", "run", "--date", CALENDAR[3].isoformat(), "--portfolio", str(p4))      # starts at C3
+    out = run(db, "batch", "run", "--date", CALENDAR[4].isoformat())
+    buckets = {d["date"]: (d["processed"], d["already_done"], d["before_chain"]) for d in out["dates"]}
+    assert buckets == {CALENDAR[2].isoformat(): (2, 1, 1),
+                       CALENDAR[3].isoformat(): (2, 2, 0),
+                       CALENDAR[4].isoformat(): (4, 0, 0)}, buckets

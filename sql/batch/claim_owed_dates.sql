@@ -10,9 +10,19 @@
 -- The calendar is walked with a loose index scan of ix_market_prices_price_date
 -- (one probe per price date, however many symbols have a close that day),
 -- from the chunk's earliest owed date: a one-date run walks one date.
--- Each portfolio's latest and first complete snapshot are one backward and one
--- forward probe of uq_portfolio_snapshot_date (chunk is MATERIALIZED: inlined,
--- the backward probe ran twice, once for last_date and once for lower).
+-- Each portfolio's latest complete snapshot (its chain's end) is one backward
+-- probe of uq_portfolio_snapshot_date, except when planning ($7 false): then it
+-- is portfolios.equity_as_of, where set (the date of the snapshot equity was
+-- set from, kept by every writer; a probe where NULL). A plan is only a plan:
+-- batch/insert_complete.sql writes a slot only where the previous complete
+-- snapshot is the one planned (owed_prev), and the claiming statement ($7
+-- true) always probes. Its first complete snapshot (where its chain starts,
+-- for the report) is a forward probe, skipped where it cannot change the
+-- report: a chain that ends on or before $8, the earliest date the run
+-- reports, started before every reported date too (start_dates then counts
+-- the chain's end instead; NULL $8: always probed). Each portfolio's existing
+-- slots among its owed dates are one range probe (none where nothing is owed).
+-- (chunk is MATERIALIZED: inlined, the backward probe ran twice.)
 --
 -- For the owed slots, in (portfolio, date) order:
 --   * nothing is claimed from the first slot another run holds with a live
@@ -32,26 +42,37 @@
 -- $4 lease (interval)  $5 start dates (date[], aligned with $3)
 -- $6 start dates are floors for every portfolio (boolean)
 -- $7 claim (boolean): false = plan only, write nothing
+-- $8 the earliest date the run reports (date; batch/earliest_report_date.sql),
+--    or NULL
 -- Returns one row:
 --   owed_ids bigint[], owed_dates date[]     every owed slot, by portfolio then date
 --   got_ids bigint[], got_dates date[]       the slots this run now owns (claimed or taken over)
 --   reclaimed bigint                         of which taken over from a dead run
 --   start_dates date[], start_counts bigint[]  where the chunk's chains start (first
---                                            complete snapshot, else the start date), counted
+--                                            complete snapshot, else the start date;
+--                                            a date <= $8 for a chain that ends by
+--                                            $8), counted
 --   busy_ids bigint[]                        portfolios with an owed slot that exists
 --                                            (claimed by some run, or complete meanwhile)
 --   owed_prev date[]                         aligned with owed_ids: the complete snapshot each
 --                                            owed slot follows (the previous owed date, else
 --                                            the latest complete one; NULL: a chain's first)
-WITH RECURSIVE chunk AS MATERIALIZED (
+WITH RECURSIVE ends AS MATERIALIZED (
     SELECT c.portfolio_id, c.start_date,
-           (SELECT s.snapshot_date FROM portfolio_snapshots AS s
-             WHERE s.portfolio_id = c.portfolio_id AND s.is_complete
-             ORDER BY s.snapshot_date DESC LIMIT 1) AS last_date,
-           (SELECT s.snapshot_date FROM portfolio_snapshots AS s
-             WHERE s.portfolio_id = c.portfolio_id AND s.is_complete
-             ORDER BY s.snapshot_date LIMIT 1) AS first_date
+           COALESCE(CASE WHEN NOT $7::boolean THEN
+                         (SELECT pf.equity_as_of FROM portfolios AS pf WHERE pf.id = c.portfolio_id) END,
+                    (SELECT s.snapshot_date FROM portfolio_snapshots AS s
+                      WHERE s.portfolio_id = c.portfolio_id AND s.is_complete
+                      ORDER BY s.snapshot_date DESC LIMIT 1)) AS last_date
       FROM unnest($3::bigint[], $5::date[]) AS c(portfolio_id, start_date)
+),
+chunk AS MATERIALIZED (
+    SELECT e.portfolio_id, e.start_date, e.last_date,
+           CASE WHEN e.last_date <= $8::date THEN e.last_date
+                ELSE (SELECT s.snapshot_date FROM portfolio_snapshots AS s
+                       WHERE s.portfolio_id = e.portfolio_id AND s.is_complete
+                       ORDER BY s.snapshot_date LIMIT 1) END AS first_date
+      FROM ends AS e
 ),
 bounds AS (
     -- owed: price dates d with lower < d <= $2
@@ -70,16 +91,24 @@ calendar(d) AS (
       FROM calendar AS k
      WHERE k.d IS NOT NULL
 ),
+slots AS (
+    -- the slots that exist among each portfolio's owed dates: one range probe per portfolio
+    SELECT b.portfolio_id, slot.snapshot_date, slot.id, slot.is_complete, slot.lease_expires_at
+      FROM bounds AS b
+      JOIN LATERAL (
+            SELECT s.snapshot_date, s.id, s.is_complete, s.lease_expires_at
+              FROM portfolio_snapshots AS s
+             WHERE s.portfolio_id = b.portfolio_id
+               AND s.snapshot_date > b.lower AND s.snapshot_date <= $2::date
+            OFFSET 0) AS slot ON true
+     WHERE b.lower < $2::date
+),
 owed AS (
     SELECT b.portfolio_id, k.d AS snapshot_date, slot.id AS slot_id, slot.is_complete,
            slot.lease_expires_at < now() AS expired, b.last_date
       FROM bounds AS b
       JOIN calendar AS k ON k.d IS NOT NULL AND k.d > b.lower
-      LEFT JOIN LATERAL (
-            SELECT s.id, s.is_complete, s.lease_expires_at
-              FROM portfolio_snapshots AS s
-             WHERE s.portfolio_id = b.portfolio_id AND s.snapshot_date = k.d
-            OFFSET 0) AS slot ON true
+      LEFT JOIN slots AS slot ON slot.portfolio_id = b.portfolio_id AND slot.snapshot_date = k.d
 ),
 stops AS (
     -- the first owed slot that exists and is not ours to take: claim nothing from there on
