@@ -77,6 +77,7 @@ RECONNECT_PAUSE_S = (0.25, 5.0)  # a lost server is tried again after 250 ms, do
 MAX_REASON_DETAIL = 200          # characters of a database error's DETAIL kept in a failure reason
 PROGRESS_EVERY_S = 1.0           # the main pass records progress (the heartbeat) at most this often, and at
                                  # least every third of the lease: a chunk done in 20 ms need not write a row
+GOLDEN_RATIO = 0.6180339887498949   # where runs start walking the ids: see starting_id
 
 log = logging.getLogger("pnl.batch")
 
@@ -978,13 +979,29 @@ async def _start(pool: asyncpg.Pool, last: date, start: date, opts: BatchOptions
     return result, filter_ids
 
 
-class _Chunks:
-    """Hands out the run's chunks in portfolio-id order (keyset pagination),
-    one at a time, to however many workers share the run."""
+def starting_chunk(run_id: int, chunks: int) -> int:
+    """Which of a run's chunks (0 = the one with the lowest ids) it walks first:
+    set by the run id (the golden-ratio sequence: consecutive ids land far
+    apart). Runs started together (two cron hosts, a retry) then begin in
+    different parts of the book and mostly find their chunks untouched, instead
+    of all starting at the lowest id and stepping around each other's row
+    locks; a part another run has finished costs a plan that finds nothing owed."""
+    return int((run_id * GOLDEN_RATIO) % 1.0 * chunks) if chunks > 1 else 0
 
-    def __init__(self, pool: asyncpg.Pool, filter_ids: list[int] | None, size: int, link: _Link) -> None:
+
+class _Chunks:
+    """Hands out the run's chunks (keyset pagination), one at a time, to however
+    many workers share the run: the chunks a walk in id order from the lowest
+    id makes, from chunk `first` to the last, then from the first up to it."""
+
+    def __init__(self, pool: asyncpg.Pool, filter_ids: list[int] | None, size: int, link: _Link,
+                 first: int = 0) -> None:
         self.pool, self.filter_ids, self.size, self.link = pool, filter_ids, size, link
+        self.first = first
         self.last_id = 0
+        self.upper: int | None = None        # stop before this id (the second lap); None: go to the last id
+        self.start_id: int | None = None     # where the first lap started (None: at the lowest id)
+        self.started = first == 0
         self.lock = asyncio.Lock()
 
     async def next(self) -> list[int]:
@@ -996,10 +1013,23 @@ class _Chunks:
             nonlocal ids
             async with self.pool.acquire() as conn:
                 ids = list(await conn.fetchval(
-                    sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids, self.size))
+                    sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids, self.size, self.upper))
+
+        async def find_start() -> None:
+            async with self.pool.acquire() as conn:
+                self.start_id = await conn.fetchval(sql("batch/portfolio_id_at"), self.filter_ids,
+                                                    self.first * self.size)
 
         async with self.lock:
+            if not self.started:
+                await self.link.step(find_start)
+                self.started = self.link.gone is None
+                if self.start_id is not None:     # (None: the book shrank meanwhile; walk it from the lowest)
+                    self.last_id = self.start_id - 1
             await self.link.step(fetch)
+            if not ids and self.start_id is not None and self.upper is None and self.link.gone is None:
+                self.last_id, self.upper = 0, self.start_id       # the second lap: the chunks before it
+                await self.link.step(fetch)
             if ids:
                 self.last_id = ids[-1]
             return ids
@@ -1007,7 +1037,8 @@ class _Chunks:
 
 async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None, opts: BatchOptions,
                      on_progress: ProgressFn | None, stop: asyncio.Event | None, workers: int, link: _Link) -> None:
-    chunks = _Chunks(pool, filter_ids, opts.chunk_size, link)
+    chunks = _Chunks(pool, filter_ids, opts.chunk_size, link,
+                     starting_chunk(result.run_id, -(-result.total // opts.chunk_size)))
     done = 0
     every = min(PROGRESS_EVERY_S, opts.lease.total_seconds() / 3)
 

@@ -4,12 +4,15 @@
 -- $1 last id of the previous chunk (bigint; 0 to start)
 -- $2 only these ids (bigint[]; NULL for every portfolio)
 -- $3 chunk size (int)
+-- $4 stop before this id (bigint; NULL: go to the last id). A run walks from
+--    its starting id to the end, then from the first id up to that start.
 -- Returns one row: ids (bigint[], at most $3, ascending; empty at the end),
 -- one array rather than a row per id: decoding 5,000 rows cost the client
 -- about twice as much as one array
 SELECT ARRAY(SELECT p.id
                FROM portfolios AS p
               WHERE p.id > $1::bigint
+                AND ($4::bigint IS NULL OR p.id < $4::bigint)
                 AND ($2::bigint[] IS NULL OR p.id = ANY($2::bigint[]))
               ORDER BY p.id
               LIMIT $3::int)::bigint[] AS ids;
