@@ -77,7 +77,7 @@ RECONNECT_PAUSE_S = (0.25, 5.0)  # a lost server is tried again after 250 ms, do
 MAX_REASON_DETAIL = 200          # characters of a database error's DETAIL kept in a failure reason
 PROGRESS_EVERY_S = 1.0           # the main pass records progress (the heartbeat) at most this often, and at
                                  # least every third of the lease: a chunk done in 20 ms need not write a row
-GOLDEN_RATIO = 0.6180339887498949   # where runs start walking the ids: see starting_id
+GOLDEN_RATIO = 0.6180339887498949   # which chunk a run walks first: see starting_chunk
 
 log = logging.getLogger("pnl.batch")
 
@@ -992,7 +992,10 @@ def starting_chunk(run_id: int, chunks: int) -> int:
 class _Chunks:
     """Hands out the run's chunks (keyset pagination), one at a time, to however
     many workers share the run: the chunks a walk in id order from the lowest
-    id makes, from chunk `first` to the last, then from the first up to it."""
+    id makes, from chunk `first` to the last (lap 1), then from the first up to
+    it (lap 2), then whatever was added after lap 1's last id meanwhile (lap 3:
+    portfolios created during the run, which a walk from the lowest id would
+    also have met at its end)."""
 
     def __init__(self, pool: asyncpg.Pool, filter_ids: list[int] | None, size: int, link: _Link,
                  first: int = 0) -> None:
@@ -1001,6 +1004,8 @@ class _Chunks:
         self.last_id = 0
         self.upper: int | None = None        # stop before this id (the second lap); None: go to the last id
         self.start_id: int | None = None     # where the first lap started (None: at the lowest id)
+        self.lap = 1
+        self.lap_1_end = 0                   # the last id lap 1 handed out
         self.started = first == 0
         self.lock = asyncio.Lock()
 
@@ -1027,8 +1032,13 @@ class _Chunks:
                 if self.start_id is not None:     # (None: the book shrank meanwhile; walk it from the lowest)
                     self.last_id = self.start_id - 1
             await self.link.step(fetch)
-            if not ids and self.start_id is not None and self.upper is None and self.link.gone is None:
-                self.last_id, self.upper = 0, self.start_id       # the second lap: the chunks before it
+            if not ids and self.start_id is not None and self.lap == 1 and self.link.gone is None:
+                self.lap, self.lap_1_end = 2, self.last_id
+                self.last_id, self.upper = 0, self.start_id       # the chunks before the first one
+                await self.link.step(fetch)
+            if not ids and self.lap == 2 and self.link.gone is None:
+                self.lap = 3
+                self.last_id, self.upper = self.lap_1_end, None   # ids added since lap 1 passed the end
                 await self.link.step(fetch)
             if ids:
                 self.last_id = ids[-1]

@@ -229,7 +229,8 @@ def test_the_plan_trusts_equity_as_of_only_as_far_as_the_write_checks_it(db: Db)
     """A run plans each chain's end from portfolios.equity_as_of. Where it is wrong (a
     snapshot deleted by hand behind pnl's back, or the column set back by hand), the
     one-write statement refuses the stale plan and the claiming path, which probes the
-    snapshots, catches the chain up: every NAV is still the replay's, nothing twice."""
+    snapshots, catches the chain up: every NAV is still the replay's, nothing twice.
+    A run of a date not after the wrong equity_as_of plans nothing for it: verify names it."""
     book = random_book(db.conn, 6, CALENDAR, seed=43)
     run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
     ahead, behind, *_ = sorted(book.balances)
@@ -241,6 +242,12 @@ def test_the_plan_trusts_equity_as_of_only_as_far_as_the_write_checks_it(db: Db)
     db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[2], ahead)
     # behind: its chain ends at CALENDAR[2], equity_as_of says CALENDAR[0]
     db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[0], behind)
+    # A run of the date equity_as_of names plans nothing for ahead (the README says so); verify names it.
+    assert run(db, "batch", "run", "--date", CALENDAR[2].isoformat())["processed"] == 0
+    res = run_cli("verify", "--json", dsn=db.dsn)
+    assert res.code == 1
+    check = next(x for x in json.loads(res.out)["checks"] if x["check"] == "equity_as_of_mismatch")
+    assert sorted(e["portfolio_id"] for e in check["examples"]) == [ahead, behind]
     out = run(db, "batch", "run", "--date", CALENDAR[4].isoformat())
     assert out["failed"] == 0 and out["status"] == "succeeded", out
     by_date = {d["date"]: d for d in out["dates"]}

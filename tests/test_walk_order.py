@@ -47,3 +47,30 @@ def test_a_run_walks_from_its_starting_chunk_to_the_end_then_the_chunks_before_i
     walk = [sorted(c) for _, c in sorted(chunks.items(), key=lambda kv: kv[0])]
     expected = [ids[i:i + 4] for i in range(0, 30, 4)]
     assert walk == expected[first:] + expected[:first]
+
+
+def test_a_portfolio_added_while_the_run_wraps_around_is_still_visited(db: Db) -> None:
+    """A walk from the lowest id meets a portfolio created during the run at its end; so
+    must a walk that wrapped around: the run ends with the ids added after its first lap."""
+    random_book(db.conn, 30, [DAY], seed=52)
+    lowest = db.scalar("SELECT min(id) FROM portfolios")
+    db.execute("SELECT setval(pg_get_serial_sequence('batch_runs', 'id'), 6)")     # run #7 starts at chunk 2
+    db.conn.execute(f"""
+        CREATE FUNCTION pnl_test_add_late() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF EXISTS (SELECT 1 FROM new_rows WHERE portfolio_id = {lowest})      -- the second lap's first chunk
+               AND NOT EXISTS (SELECT 1 FROM portfolios WHERE name = 'late') THEN
+                INSERT INTO portfolios (name, equity_balance) VALUES ('late', 100);
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER pnl_test_add_late AFTER INSERT ON portfolio_snapshots
+            REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION pnl_test_add_late()""")
+    res = run_cli("batch", "run", "--date", DAY.isoformat(), "--chunk-size", "4", "--workers", "1", "--json",
+                  dsn=db.dsn)
+    assert res.code == 0, res.err
+    late = db.scalar("SELECT id FROM portfolios WHERE name = 'late'")
+    assert late is not None and late > lowest + 29
+    assert json.loads(res.out)["processed"] == 31
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s"
+                     " AND is_complete", late, DAY) == 1

@@ -5,6 +5,10 @@
 -- come after the portfolio's chain end: portfolios.equity_as_of where set (the
 -- date of the snapshot equity was set from), else a backward probe of its
 -- latest complete snapshot (a portfolio without one adds no earlier date).
+-- It is a lower bound as long as equity_as_of is right (pnl verify checks it)
+-- and no undo moves a chain end back while the run goes on; if not, only the
+-- report's split between already_done and before_chain can be off, for a chain
+-- ending in between, never what is computed or written.
 -- Run it after batch/plan_chunk_statements.sql, in the same transaction (the
 -- probes have an index path; the statistics may not know the snapshots).
 --
