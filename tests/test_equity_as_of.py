@@ -229,8 +229,9 @@ def test_the_plan_trusts_equity_as_of_only_as_far_as_the_write_checks_it(db: Db)
     """A run plans each chain's end from portfolios.equity_as_of. Where it is wrong (a
     snapshot deleted by hand behind pnl's back, or the column set back by hand), the
     one-write statement refuses the stale plan and the claiming path, which probes the
-    snapshots, catches the chain up: every NAV is still the replay's, nothing twice.
-    A run of a date not after the wrong equity_as_of plans nothing for it: verify names it."""
+    snapshots, catches the chain up: every NAV is still the replay's, nothing twice. Where
+    equity_as_of says a date is done, the plan believes it only if a complete snapshot on or
+    after that date exists."""
     book = random_book(db.conn, 6, CALENDAR, seed=43)
     run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
     ahead, behind, *_ = sorted(book.balances)
@@ -242,12 +243,19 @@ def test_the_plan_trusts_equity_as_of_only_as_far_as_the_write_checks_it(db: Db)
     db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[2], ahead)
     # behind: its chain ends at CALENDAR[2], equity_as_of says CALENDAR[0]
     db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[0], behind)
-    # A run of the date equity_as_of names plans nothing for ahead (the README says so); verify names it.
-    assert run(db, "batch", "run", "--date", CALENDAR[2].isoformat())["processed"] == 0
+    # Verify names both; a run of the very date equity_as_of names does not trust it (no complete
+    # snapshot on or after the date exists for ahead): it fills ahead's hole, and nothing else.
     res = run_cli("verify", "--json", dsn=db.dsn)
     assert res.code == 1
     check = next(x for x in json.loads(res.out)["checks"] if x["check"] == "equity_as_of_mismatch")
     assert sorted(e["portfolio_id"] for e in check["examples"]) == [ahead, behind]
+    out = run(db, "batch", "run", "--date", CALENDAR[2].isoformat())
+    assert (out["processed"], out["already_done"], out["failed"]) == (1, 5, 0)
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s",
+                     ahead, CALENDAR[2]) == 1
+    # Deleted again behind pnl's back (equity untouched, so the guard trigger does not clear
+    # equity_as_of): the next date's run plans from it, is refused, and step 3 fills the hole.
+    db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", ahead, CALENDAR[2])
     out = run(db, "batch", "run", "--date", CALENDAR[4].isoformat())
     assert out["failed"] == 0 and out["status"] == "succeeded", out
     by_date = {d["date"]: d for d in out["dates"]}

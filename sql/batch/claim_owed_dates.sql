@@ -13,7 +13,8 @@
 -- Each portfolio's latest complete snapshot (its chain's end) is one backward
 -- probe of uq_portfolio_snapshot_date, except when planning ($7 false): then it
 -- is portfolios.equity_as_of, where set (the date of the snapshot equity was
--- set from, kept by every writer; a probe where NULL). A plan is only a plan:
+-- set from, kept by every writer; a probe where NULL, and where it is on or
+-- after $2 but no complete snapshot from $2 on exists). A plan is only a plan:
 -- batch/insert_complete.sql writes a slot only where the previous complete
 -- snapshot is the one planned (owed_prev), and the claiming statement ($7
 -- true) always probes. Its first complete snapshot (where its chain starts,
@@ -57,14 +58,27 @@
 --   owed_prev date[]                         aligned with owed_ids: the complete snapshot each
 --                                            owed slot follows (the previous owed date, else
 --                                            the latest complete one; NULL: a chain's first)
-WITH RECURSIVE ends AS MATERIALIZED (
+WITH RECURSIVE as_of AS MATERIALIZED (
     SELECT c.portfolio_id, c.start_date,
-           COALESCE(CASE WHEN NOT $7::boolean THEN
-                         (SELECT pf.equity_as_of FROM portfolios AS pf WHERE pf.id = c.portfolio_id) END,
-                    (SELECT s.snapshot_date FROM portfolio_snapshots AS s
-                      WHERE s.portfolio_id = c.portfolio_id AND s.is_complete
-                      ORDER BY s.snapshot_date DESC LIMIT 1)) AS last_date
+           CASE WHEN NOT $7::boolean THEN
+                (SELECT pf.equity_as_of FROM portfolios AS pf WHERE pf.id = c.portfolio_id) END AS equity_as_of
       FROM unnest($3::bigint[], $5::date[]) AS c(portfolio_id, start_date)
+),
+ends AS MATERIALIZED (
+    -- equity_as_of on or after $2 says nothing is owed: trusted only if a complete snapshot on or
+    -- after $2 exists (one forward probe; a re-run pays it), else the chain's end is probed: snapshots
+    -- deleted or truncated behind pnl's back must not make a run skip a date and call it done
+    SELECT a.portfolio_id, a.start_date,
+           COALESCE(CASE WHEN a.equity_as_of < $2::date
+                           OR (SELECT s.snapshot_date FROM portfolio_snapshots AS s   -- (not EXISTS: hashed,
+                                WHERE s.portfolio_id = a.portfolio_id                -- it read every row
+                                  AND s.snapshot_date >= $2::date AND s.is_complete   -- from $2 per chunk)
+                                ORDER BY s.snapshot_date LIMIT 1) IS NOT NULL
+                         THEN a.equity_as_of END,
+                    (SELECT s.snapshot_date FROM portfolio_snapshots AS s
+                      WHERE s.portfolio_id = a.portfolio_id AND s.is_complete
+                      ORDER BY s.snapshot_date DESC LIMIT 1)) AS last_date
+      FROM as_of AS a
 ),
 chunk AS MATERIALIZED (
     SELECT e.portfolio_id, e.start_date, e.last_date,

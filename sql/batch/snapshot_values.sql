@@ -176,10 +176,7 @@ outcome AS (
     SELECT b.portfolio_id,
            b.opening_equity,
            round(COALESCE(pp.pnl, 0), 4)                   AS daily_pnl,
-           round(COALESCE((SELECT sum(f.amount) FROM capital_flows AS f
-                            WHERE f.portfolio_id = b.portfolio_id
-                              AND f.flow_date <= $2::date
-                              AND (b.b IS NULL OR f.flow_date > b.b)), 0), 4) AS capital_flow,
+           round(COALESCE(fl.amount, 0), 4)                AS capital_flow,
            b.prev_cumulative,
            b.prev_date,
            round(COALESCE(pp.long_value, 0), 4)            AS long_value,
@@ -202,6 +199,14 @@ outcome AS (
                                                            AS failure_detail
       FROM base AS b
       LEFT JOIN per_portfolio AS pp ON pp.portfolio_id = b.portfolio_id
+      -- a join, not a scalar subquery in the select list: computed (below) reads capital_flow
+      -- twice, and an inlined subquery would be run twice per portfolio
+      LEFT JOIN LATERAL (
+            SELECT sum(f.amount) AS amount
+              FROM capital_flows AS f
+             WHERE f.portfolio_id = b.portfolio_id
+               AND f.flow_date <= $2::date
+               AND (b.b IS NULL OR f.flow_date > b.b)) AS fl ON true
 ),
 computed AS (
     -- The snapshot's derived columns, once, for whichever statement writes them.
