@@ -285,3 +285,22 @@ def test_where_a_chain_starts_is_still_reported_exactly_for_an_uneven_book(db: D
     assert buckets == {CALENDAR[2].isoformat(): (2, 1, 1),
                        CALENDAR[3].isoformat(): (2, 2, 0),
                        CALENDAR[4].isoformat(): (4, 0, 0)}, buckets
+
+
+def test_snapshots_and_marks_truncated_behind_pnls_back_are_computed_again(db: Db) -> None:
+    """TRUNCATE leaves equity (and so equity_as_of) as it was: the guard trigger only sees
+    equity change. A run of the same dates must still find them owed, mark them and compute
+    them (found by the marks property test: the run failed with 'no valuation mark')."""
+    book = random_book(db.conn, 4, CALENDAR, seed=45)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat())
+    equity = dict(db.all("SELECT id, equity_balance FROM portfolios"))
+    db.execute("TRUNCATE portfolio_snapshots, batch_runs, valuation_marks RESTART IDENTITY")
+    assert {r[1] for r in chain_ends(db)} == {CALENDAR[1]}          # still says CALENDAR[1]
+    out = run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat())
+    assert (out["run"]["processed"], out["run"]["failed"], out["run"]["status"]) == (8, 0, "succeeded"), out
+    navs = {(pid, day): nav for pid, day, nav in db.all(
+        "SELECT portfolio_id, snapshot_date, net_asset_value FROM portfolio_snapshots")}
+    for pid in book.balances:
+        chain = replay(equity[pid], book.positions[pid], book.prices, book.flows[pid], CALENDAR[:2])
+        assert [navs[(pid, s.day)] for s in chain] == [s.nav for s in chain], pid
+    assert_as_of_is_chain_end(db, CALENDAR[1])
