@@ -129,17 +129,16 @@ class Log:
 async def missing_dates(dsn: str, day: date, chunk: int) -> tuple[float, int]:
     """The catch-up's "missing dates" query on its own: the batch's plan statement
     (sql/batch/claim_owed_dates.sql with claim = false: it writes nothing) over
-    the whole book, chunk by chunk on one connection, as one run plans it, after
-    the run's one sql/batch/earliest_report_date.sql.
+    the whole book, chunk by chunk on one connection, as one run plans it, with
+    the earliest date the run reports from its price check (not timed here).
     Returns (seconds, owed slots found). Session settings as pnl's (pnl/db.py)."""
     conn = await asyncpg.connect(dsn, server_settings={"jit": "off", "plan_cache_mode": "force_custom_plan"})
     try:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM portfolios ORDER BY id")]
+        covered = await conn.fetch(pnl_sql("batch/check_run_prices"), day, None, day)   # as pnl/batch.py's run
+        earliest = min(day, covered[0]["mark_date"]) if covered else day
         owed = 0
         t0 = time.perf_counter()
-        async with conn.transaction():      # once per run, as pnl/batch.py's _start
-            await conn.execute(pnl_sql("batch/plan_chunk_statements"))
-            earliest = await conn.fetchval(pnl_sql("batch/earliest_report_date"), day, None)
         for i in range(0, len(ids), chunk):
             part = ids[i:i + chunk]
             async with conn.transaction():

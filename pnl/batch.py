@@ -233,7 +233,8 @@ class RunResult:
     start: date                         # where a portfolio without a snapshot starts
     total: int = 0                      # selected portfolios
     report_dates: tuple[date, ...] = ()  # always reported (D; a backfill's price dates)
-    report_from: date | None = None     # no date before it is reported (None: unknown)
+    report_from: date | None = None     # no date before it is reported (None: unknown): the run's start,
+                                        # its report dates, or the first price date it may cover
     tallies: dict[date, DateTally] = field(default_factory=dict)
     chain_starts: Counter[date] = field(default_factory=Counter)
     reclaimed: int = 0
@@ -584,6 +585,8 @@ class PricePlan:
     last: date
     dates: list[date]                   # the dates whose marks the run fixes (in order)
     refused: StaleRefusal | None
+    first: date | None = None           # the first price date the run may cover (None: none): no
+                                        # portfolio is owed an earlier one (RunResult.report_from)
 
 
 async def check_prices(conn: asyncpg.Connection, last: date, start: date, opts: BatchOptions) -> PricePlan:
@@ -599,8 +602,8 @@ async def check_prices(conn: asyncpg.Connection, last: date, start: date, opts: 
             refusal = StaleRefusal(p.day, last, p.stale, p.held, p.names, str(opts.max_stale))
             if n == 0:
                 raise StalePrices(refusal)
-            return PricePlan(rows[n - 1].day, [q.day for q in rows[:n] if q.held], refusal)
-    return PricePlan(last, [p.day for p in rows if p.held], None)
+            return PricePlan(rows[n - 1].day, [q.day for q in rows[:n] if q.held], refusal, rows[0].day)
+    return PricePlan(last, [p.day for p in rows if p.held], None, rows[0].day if rows else None)
 
 
 async def fix_marks(conn: asyncpg.Connection, day: date, run_id: int) -> StaleDate:
@@ -961,7 +964,7 @@ async def _heartbeat(pool: asyncpg.Pool, result: RunResult, every: float = 0.0) 
 
 
 async def _start(pool: asyncpg.Pool, last: date, start: date, opts: BatchOptions,
-                 report_dates: tuple[date, ...]) -> tuple[RunResult, list[int] | None]:
+                 report_dates: tuple[date, ...], first_owed: date | None) -> tuple[RunResult, list[int] | None]:
     async with pool.acquire() as conn:
         filter_ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
         if filter_ids is not None:
@@ -969,13 +972,11 @@ async def _start(pool: asyncpg.Pool, last: date, start: date, opts: BatchOptions
             if unknown:
                 raise BadInput(f"unknown portfolio id(s): {', '.join(map(str, unknown))}")
         total = await conn.fetchval(sql("batch/count_portfolios"), filter_ids)
-        async with conn.transaction():
-            await conn.execute(sql("batch/plan_chunk_statements"))
-            earliest = await conn.fetchval(sql("batch/earliest_report_date"), min(start, *report_dates), filter_ids)
         abandoned = [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
         run = await conn.fetchrow(sql("runs/start_run"), last, socket.gethostname(), os.getpid(), start, opts.lease)
     result = RunResult(run_id=run["id"], date=last, start=start, total=total, report_dates=report_dates,
-                       report_from=earliest, abandoned_runs=abandoned)
+                       report_from=min(start, *report_dates, *([first_owed] if first_owed else [])),
+                       abandoned_runs=abandoned)
     return result, filter_ids
 
 
@@ -1174,7 +1175,7 @@ async def run_range(
         prices = await check_prices(conn, last, start, opts)
     last = prices.last
     report_dates = tuple(d for d in report_dates if d <= last)
-    result, filter_ids = await _start(pool, last, start, opts, report_dates or (last,))
+    result, filter_ids = await _start(pool, last, start, opts, report_dates or (last,), prices.first)
     link = _Link(pool, result, opts.reconnect, stop)
 
     async def mark_abandoned() -> None:

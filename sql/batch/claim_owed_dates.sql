@@ -43,8 +43,11 @@
 -- $4 lease (interval)  $5 start dates (date[], aligned with $3)
 -- $6 start dates are floors for every portfolio (boolean)
 -- $7 claim (boolean): false = plan only, write nothing
--- $8 the earliest date the run reports (date; batch/earliest_report_date.sql),
---    or NULL
+-- $8 the earliest date the run reports (date; the run's start or the first
+--    price date batch/check_run_prices.sql says it may cover), or NULL. It is
+--    a lower bound as long as equity_as_of is right (pnl verify checks it) and
+--    no undo moves a chain end back while the run goes on; if not, only the
+--    report's split between already_done and before_chain can be off.
 -- Returns one row:
 --   owed_ids bigint[], owed_dates date[]     every owed slot, by portfolio then date
 --   got_ids bigint[], got_dates date[]       the slots this run now owns (claimed or taken over)
