@@ -10,6 +10,9 @@
 --   id gets a sequence default: identity columns on partitioned tables need 17;
 --   fillfactor (0011) is set on each partition (bench/partition_months.sql).
 -- The unique key (portfolio_id, snapshot_date), ON CONFLICT's arbiter, is unchanged.
+-- 0013's triggers go with the dropped table and are made again on the new one
+-- (PostgreSQL 15 allows both statement-level kinds on a partitioned table; the
+-- row-level one is cloned to every partition).
 -- No DEFAULT partition: with one, PostgreSQL cannot read the partitions in
 -- date order (an ordered Append) for "the latest snapshot before D ... LIMIT 1"
 -- and uses a MergeAppend, which starts a scan of every partition per probe
@@ -30,3 +33,14 @@ ALTER TABLE portfolio_snapshots
     ADD CONSTRAINT uq_portfolio_snapshot_date UNIQUE (portfolio_id, snapshot_date);
 CREATE INDEX ix_portfolio_snapshots_incomplete
     ON portfolio_snapshots (portfolio_id, snapshot_date) WHERE NOT is_complete;
+CREATE TRIGGER trg_snapshots_delete_forgets_equity_as_of
+    AFTER DELETE ON portfolio_snapshots REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION pnl_equity_as_of_forget_removed();
+CREATE TRIGGER trg_snapshots_update_forgets_equity_as_of
+    AFTER UPDATE OF is_complete, snapshot_date, portfolio_id ON portfolio_snapshots FOR EACH ROW
+    WHEN (OLD.is_complete AND (NEW.is_complete IS NOT TRUE OR NEW.snapshot_date IS DISTINCT FROM OLD.snapshot_date
+                               OR NEW.portfolio_id IS DISTINCT FROM OLD.portfolio_id))
+    EXECUTE FUNCTION pnl_equity_as_of_forget_changed();
+CREATE TRIGGER trg_snapshots_truncate_forgets_equity_as_of
+    AFTER TRUNCATE ON portfolio_snapshots
+    FOR EACH STATEMENT EXECUTE FUNCTION pnl_equity_as_of_forget_all();

@@ -110,8 +110,12 @@ def test_status_reads_equity_as_of_verify_checks_it_and_repair_fixes_it(db: Db) 
     assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", c) == CALENDAR[2]
     assert run_cli("verify", dsn=db.dsn).code == 0
     assert run(db, "status", "--no-verify")["chain"] == up_to_date
-    # Snapshots deleted by hand: equity_as_of points at nothing; verify says so (no repair can replay it).
+    # Snapshots deleted by hand: 0013's trigger forgets the date they were the chain of.
     db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s", d)
+    assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", d) is None
+    # The one thing no trigger sees: the column itself set by hand to a date with no snapshot.
+    # Verify says so (no repair can replay it).
+    db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[2], d)
     check = next(x for x in json.loads(run_cli("verify", "--json", dsn=db.dsn).out)["checks"]
                  if x["check"] == "equity_as_of_mismatch")
     assert check["rows"] == 1 and check["examples"][0]["latest_snapshot_date"] is None
@@ -226,12 +230,11 @@ def test_a_writer_that_does_not_know_equity_as_of_cannot_leave_it_stale(db: Db) 
 
 
 def test_the_plan_trusts_equity_as_of_only_as_far_as_the_write_checks_it(db: Db) -> None:
-    """A run plans each chain's end from portfolios.equity_as_of. Where it is wrong (a
-    snapshot deleted by hand behind pnl's back, or the column set back by hand), the
-    one-write statement refuses the stale plan and the claiming path, which probes the
-    snapshots, catches the chain up: every NAV is still the replay's, nothing twice. Where
-    equity_as_of says a date is done, the plan believes it only if a complete snapshot on or
-    after that date exists."""
+    """A run plans each chain's end from portfolios.equity_as_of. A snapshot deleted by hand
+    behind pnl's back clears it (0013's trigger: the plan probes). Where it is wrong anyway
+    (the column set back by hand), the one-write statement refuses the stale plan and the
+    claiming path, which probes the snapshots, catches the chain up: every NAV is still the
+    replay's, nothing twice."""
     book = random_book(db.conn, 6, CALENDAR, seed=43)
     run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
     ahead, behind, *_ = sorted(book.balances)
@@ -240,21 +243,20 @@ def test_the_plan_trusts_equity_as_of_only_as_far_as_the_write_checks_it(db: Db)
                "  FROM portfolio_snapshots AS s"
                " WHERE s.portfolio_id = p.id AND p.id = %s AND s.snapshot_date = %s", ahead, CALENDAR[1])
     db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", ahead, CALENDAR[2])
-    db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[2], ahead)
+    assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", ahead) is None
     # behind: its chain ends at CALENDAR[2], equity_as_of says CALENDAR[0]
     db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[0], behind)
-    # Verify names both; a run of the very date equity_as_of names does not trust it (no complete
-    # snapshot on or after the date exists for ahead): it fills ahead's hole, and nothing else.
+    # Verify names behind (NULL is not an error); a run of CALENDAR[2] fills ahead's hole, and nothing else.
     res = run_cli("verify", "--json", dsn=db.dsn)
     assert res.code == 1
     check = next(x for x in json.loads(res.out)["checks"] if x["check"] == "equity_as_of_mismatch")
-    assert sorted(e["portfolio_id"] for e in check["examples"]) == [ahead, behind]
+    assert sorted(e["portfolio_id"] for e in check["examples"]) == [behind]
     out = run(db, "batch", "run", "--date", CALENDAR[2].isoformat())
     assert (out["processed"], out["already_done"], out["failed"]) == (1, 5, 0)
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s",
                      ahead, CALENDAR[2]) == 1
-    # Deleted again behind pnl's back (equity untouched, so the guard trigger does not clear
-    # equity_as_of): the next date's run plans from it, is refused, and step 3 fills the hole.
+    # Deleted again behind pnl's back (equity untouched, so only 0013's trigger clears
+    # equity_as_of): the next date's run fills the hole first, in date order.
     db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", ahead, CALENDAR[2])
     out = run(db, "batch", "run", "--date", CALENDAR[4].isoformat())
     assert out["failed"] == 0 and out["status"] == "succeeded", out
@@ -288,14 +290,15 @@ def test_where_a_chain_starts_is_still_reported_exactly_for_an_uneven_book(db: D
 
 
 def test_snapshots_and_marks_truncated_behind_pnls_back_are_computed_again(db: Db) -> None:
-    """TRUNCATE leaves equity (and so equity_as_of) as it was: the guard trigger only sees
-    equity change. A run of the same dates must still find them owed, mark them and compute
-    them (found by the marks property test: the run failed with 'no valuation mark')."""
+    """TRUNCATE leaves equity as it was, so 0012's guard trigger does not fire; 0013's
+    TRUNCATE trigger clears equity_as_of. A run of the same dates must find them owed, mark
+    them and compute them (found by the marks property test: the run failed with 'no
+    valuation mark')."""
     book = random_book(db.conn, 4, CALENDAR, seed=45)
     run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat())
     equity = dict(db.all("SELECT id, equity_balance FROM portfolios"))
     db.execute("TRUNCATE portfolio_snapshots, batch_runs, valuation_marks RESTART IDENTITY")
-    assert {r[1] for r in chain_ends(db)} == {CALENDAR[1]}          # still says CALENDAR[1]
+    assert {r[1] for r in chain_ends(db)} == {None}                 # forgotten: the run probes
     out = run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat())
     assert (out["run"]["processed"], out["run"]["failed"], out["run"]["status"]) == (8, 0, "succeeded"), out
     navs = {(pid, day): nav for pid, day, nav in db.all(
@@ -304,3 +307,63 @@ def test_snapshots_and_marks_truncated_behind_pnls_back_are_computed_again(db: D
         chain = replay(equity[pid], book.positions[pid], book.prices, book.flows[pid], CALENDAR[:2])
         assert [navs[(pid, s.day)] for s in chain] == [s.nav for s in chain], pid
     assert_as_of_is_chain_end(db, CALENDAR[1])
+
+
+def test_the_database_forgets_equity_as_of_when_its_snapshot_goes(db: Db) -> None:
+    """0013's triggers: whatever removes, reopens or moves the snapshot equity_as_of names,
+    or one before it, clears equity_as_of (the run then probes). What leaves that snapshot
+    alone leaves it alone, so pnl's own claims, releases and finalizes cost no probe."""
+    random_book(db.conn, 6, CALENDAR, seed=46)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[2].isoformat())
+    p1, p2, p3, p4, p5, p6 = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
+
+    def as_of() -> dict[int, date | None]:
+        return dict(db.all("SELECT id, equity_as_of FROM portfolios"))
+
+    # Untouched: a claim after the chain end, inserted and deleted; a NAV edited in place;
+    # a lease renewed; a complete snapshot's is_complete "set" to what it is.
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete) VALUES (%s, %s, false)",
+               p1, CALENDAR[3])
+    db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", p1, CALENDAR[3])
+    db.execute("UPDATE portfolio_snapshots SET net_asset_value = net_asset_value WHERE portfolio_id = %s", p1)
+    db.execute("UPDATE portfolio_snapshots SET is_complete = true WHERE portfolio_id = %s", p1)
+    assert set(as_of().values()) == {CALENDAR[2]}
+    # Cleared: a snapshot before the chain end deleted (p2), the chain end reopened as a claim (p3),
+    # moved to another date (p4), DELETE of two portfolios' rows in one statement (p5, p6).
+    db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", p2, CALENDAR[0])
+    db.execute("UPDATE portfolio_snapshots SET is_complete = false WHERE portfolio_id = %s AND snapshot_date = %s",
+               p3, CALENDAR[2])
+    db.execute("UPDATE portfolio_snapshots SET snapshot_date = %s WHERE portfolio_id = %s AND snapshot_date = %s",
+               CALENDAR[4], p4, CALENDAR[2])
+    db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id IN (%s, %s) AND snapshot_date = %s",
+               p5, p6, CALENDAR[2])
+    assert as_of() == {p1: CALENDAR[2], p2: None, p3: None, p4: None, p5: None, p6: None}
+    # Undo deletes snapshots and sets equity_as_of before them in one statement: it stays set.
+    db.execute("UPDATE portfolio_snapshots SET snapshot_date = %s WHERE portfolio_id = %s AND snapshot_date = %s",
+               CALENDAR[2], p4, CALENDAR[4])
+    res = run_cli("batch", "undo", "--from", CALENDAR[1].isoformat(), "--portfolio", str(p1), "--yes", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert as_of()[p1] == CALENDAR[0]
+    # TRUNCATE forgets every one.
+    db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[1], p2)
+    db.execute("TRUNCATE portfolio_snapshots")
+    assert set(as_of().values()) == {None}
+
+
+def test_migrating_to_0013_forgets_an_equity_as_of_that_is_already_wrong(empty_db: Db) -> None:
+    """Before 0013 a deleted snapshot could leave equity_as_of naming nothing (the run
+    re-checked it with a probe); from 0013 on the run trusts it, so the migration clears
+    every one that names no complete snapshot, and only those."""
+    assert run_cli("migrate", dsn=empty_db.dsn).code == 0
+    random_book(empty_db.conn, 3, CALENDAR, seed=47)
+    run(empty_db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat())
+    res = run_cli("rollback", "--to", "0012", "--yes", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    a, b, c = [r[0] for r in empty_db.all("SELECT id FROM portfolios ORDER BY id")]
+    empty_db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", a, CALENDAR[1])
+    empty_db.execute("UPDATE portfolio_snapshots SET is_complete = false WHERE portfolio_id = %s"
+                     " AND snapshot_date = %s", b, CALENDAR[1])
+    assert set(dict(empty_db.all("SELECT id, equity_as_of FROM portfolios")).values()) == {CALENDAR[1]}
+    res = run_cli("migrate", dsn=empty_db.dsn)
+    assert res.code == 0, res.err
+    assert dict(empty_db.all("SELECT id, equity_as_of FROM portfolios")) == {a: None, b: None, c: CALENDAR[1]}

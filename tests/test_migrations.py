@@ -13,7 +13,8 @@ from tests.conftest import Db, run_cli
 ALL = ["0001_baseline", "0002_operations", "0002b_rescue_audit", "0003_idempotency_precheck",
        "0004_snapshot_indexes_concurrently", "0005_unique_snapshot_constraint", "0006_drop_redundant_snapshot_index",
        "0007_dates_and_undo", "0008_valuation_marks", "0009_positive_closes", "0010_positions_covering_index",
-       "0011_snapshot_fillfactor", "0012_equity_as_of"]
+       "0011_snapshot_fillfactor", "0012_equity_as_of",
+       "0013_equity_as_of_follows_snapshots"]
 
 
 def fingerprint(db: Db) -> dict[str, list[tuple]]:

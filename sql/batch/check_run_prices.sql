@@ -9,11 +9,10 @@
 -- portfolios (each one's latest complete snapshot; a portfolio without one:
 -- the day before the start date $3), up to $1. A chain's end is read from
 -- portfolios.equity_as_of (migration 0012: set with equity, in the same
--- statement as the snapshot; cleared by a writer that does not set it); one
--- backward probe of uq_portfolio_snapshot_date where it is NULL, and where it
--- is on or after $1 but no complete snapshot from $1 on exists (snapshots
--- deleted or truncated behind pnl's back: those dates must be marked; the same
--- rule as batch/claim_owed_dates.sql). Then a
+-- statement as the snapshot; cleared by a writer that does not set it, and by
+-- migration 0013's triggers when that snapshot is deleted, truncated or made
+-- incomplete: snapshots removed behind pnl's back are marked again); one
+-- backward probe of uq_portfolio_snapshot_date where it is NULL. Then a
 -- loose index scan of ix_market_prices_price_date: one probe per date.
 -- (This only decides which dates' prices are checked and marked; the chunk
 -- statements that write find each chain's end by probing, whatever this says.)
@@ -29,11 +28,7 @@
 --   stale bigint (held, no mark yet, no close on mark_date, an earlier one),
 --   stale_names text[] (the first 20 of those, by name)
 WITH RECURSIVE ends AS (
-    SELECT COALESCE(CASE WHEN p.equity_as_of < $1::date
-                           OR (SELECT s.snapshot_date FROM portfolio_snapshots AS s
-                                WHERE s.portfolio_id = p.id AND s.snapshot_date >= $1::date AND s.is_complete
-                                ORDER BY s.snapshot_date LIMIT 1) IS NOT NULL
-                         THEN p.equity_as_of END,
+    SELECT COALESCE(p.equity_as_of,
                     (SELECT s.snapshot_date FROM portfolio_snapshots AS s
                       WHERE s.portfolio_id = p.id AND s.is_complete
                       ORDER BY s.snapshot_date DESC LIMIT 1),

@@ -13,8 +13,8 @@
 -- Each portfolio's latest complete snapshot (its chain's end) is one backward
 -- probe of uq_portfolio_snapshot_date, except when planning ($7 false): then it
 -- is portfolios.equity_as_of, where set (the date of the snapshot equity was
--- set from, kept by every writer; a probe where NULL, and where it is on or
--- after $2 but no complete snapshot from $2 on exists). A plan is only a plan:
+-- set from, kept by every writer, and cleared by migration 0013's triggers when
+-- that snapshot goes; a probe where NULL). A plan is only a plan:
 -- batch/insert_complete.sql writes a slot only where the previous complete
 -- snapshot is the one planned (owed_prev), and the claiming statement ($7
 -- true) always probes. Its first complete snapshot (where its chain starts,
@@ -68,16 +68,10 @@ WITH RECURSIVE as_of AS MATERIALIZED (
       FROM unnest($3::bigint[], $5::date[]) AS c(portfolio_id, start_date)
 ),
 ends AS MATERIALIZED (
-    -- equity_as_of on or after $2 says nothing is owed: trusted only if a complete snapshot on or
-    -- after $2 exists (one forward probe; a re-run pays it), else the chain's end is probed: snapshots
-    -- deleted or truncated behind pnl's back must not make a run skip a date and call it done
+    -- equity_as_of, where set, names a complete snapshot: 0013's triggers clear it when that
+    -- snapshot or one before it is deleted, truncated, made incomplete or moved
     SELECT a.portfolio_id, a.start_date,
-           COALESCE(CASE WHEN a.equity_as_of < $2::date
-                           OR (SELECT s.snapshot_date FROM portfolio_snapshots AS s   -- (not EXISTS: hashed,
-                                WHERE s.portfolio_id = a.portfolio_id                -- it read every row
-                                  AND s.snapshot_date >= $2::date AND s.is_complete   -- from $2 per chunk)
-                                ORDER BY s.snapshot_date LIMIT 1) IS NOT NULL
-                         THEN a.equity_as_of END,
+           COALESCE(a.equity_as_of,
                     (SELECT s.snapshot_date FROM portfolio_snapshots AS s
                       WHERE s.portfolio_id = a.portfolio_id AND s.is_complete
                       ORDER BY s.snapshot_date DESC LIMIT 1)) AS last_date
