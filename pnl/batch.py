@@ -595,8 +595,12 @@ async def check_prices(conn: asyncpg.Connection, last: date, start: date, opts: 
     is refused with every later one. Raises StalePrices when that is the first
     date (nothing to run); else the run stops the day before it."""
     ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
-    rows = [DatePrices(r["mark_date"], r["held"], r["stale"], list(r["stale_names"] or []))
-            for r in await conn.fetch(sql("batch/check_run_prices"), last, ids, start)]
+    async with conn.transaction():
+        # Planned on a snapshot table that is empty now (a first run, or after a TRUNCATE) while
+        # another run fills it, a chain-end probe became a sequential scan per portfolio: minutes.
+        await conn.execute(sql("batch/plan_chunk_statements"))
+        rows = [DatePrices(r["mark_date"], r["held"], r["stale"], list(r["stale_names"] or []))
+                for r in await conn.fetch(sql("batch/check_run_prices"), last, ids, start)]
     for n, p in enumerate(rows):
         if not opts.max_stale.allows(p.stale, p.held):
             refusal = StaleRefusal(p.day, last, p.stale, p.held, p.names, str(opts.max_stale))

@@ -1,5 +1,10 @@
 -- plan_chunk_statements: planner settings for the rest of this transaction
--- (SET LOCAL), run before the statements that finalize one chunk.
+-- (SET LOCAL), run before the statements that finalize one chunk, and before
+-- batch/check_run_prices.sql (its chain-end probes, planned while the snapshot
+-- table was empty, at the start of 4 runs at once after a TRUNCATE, ran as one
+-- sequential scan per portfolio of the table another run was filling: three
+-- runs took minutes instead of 0.1 s in their price check), and before
+-- status/chain_lag.sql (the same probes, where equity_as_of is NULL).
 --
 -- Every chunk statement touches a few thousand rows by key, and the rows it
 -- touches in portfolio_snapshots are claims made seconds ago, which the table
