@@ -145,7 +145,8 @@ async def undo(pool: asyncpg.Pool, from_day: DayRequest | date | str, portfolio_
                                                 os.getpid())
         last_id, done = 0, 0
         while True:
-            chunk = list(await conn.fetchval(sql("batch/list_portfolio_chunk"), last_id, ids, chunk_size, None))
+            chunk = list(await conn.fetchval(sql("batch/list_portfolio_chunk"), last_id, ids, chunk_size, None,
+                                               None))
             if not chunk:
                 break
             last_id = chunk[-1]

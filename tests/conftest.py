@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,3 +147,21 @@ def run_in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monke
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     out, err = capsys.readouterr()
     return CliResult(code, out, err)
+
+
+def quiet_stat(db: Db, query: str) -> tuple:
+    """A row of the server's cumulative statistics (pg_stat_*) once every other session
+    of this database has ended and reported (a backend reports as it exits): the same
+    reading twice, 0.3 s apart. For tests that count scans a CLI run made."""
+    deadline = time.monotonic() + 15
+    seen: tuple | None = None
+    while time.monotonic() < deadline:
+        others = db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                           " AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        db.execute("SELECT pg_stat_clear_snapshot()")
+        now = db.one(query)
+        if others == 0 and now == seen:
+            return now
+        seen = now
+        time.sleep(0.3)
+    raise AssertionError(f"statistics did not settle: {query}")
