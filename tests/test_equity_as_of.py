@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
+import psycopg
+
 from tests.conftest import Db, quiet_stat, run_cli
 from tests.data import random_book
-from tests.procs import TWO_STEP_ONLY_SQL
+from tests.procs import TWO_STEP_ONLY_SQL, finish, start_batch, wait_for
 from tests.reference import replay
 from tests.test_cli import assert_one_line_error
 from tests.test_roles import Roles, roles  # noqa: F401  (the fixture)
@@ -399,3 +401,34 @@ def test_a_re_run_skips_planning_chunks_whose_chains_all_end_on_its_date(db: Db)
     run(db, "batch", "run", "--date", CALENDAR[3].isoformat(), "--portfolio", str(new))
     out = run(db, "batch", "run", "--date", CALENDAR[2].isoformat(), "--chunk-size", "10")
     assert (out["already_done"], out["dates"][0]["before_chain"]) == (40, 1), out
+
+
+def test_an_undo_never_sets_equity_as_of_to_a_snapshot_deleted_meanwhile(db: Db) -> None:
+    """Found by the adversarial pass: a hand DELETE of a snapshot, in a transaction still
+    open while `pnl batch undo` runs, and equity_as_of NULL (so the DELETE's trigger had
+    nothing to clear and locked nothing). The undo set equity_as_of to the snapshot being
+    deleted; a run of that date then took it for done. The undo now waits for that
+    transaction and sets equity back to the snapshot before it."""
+    book = random_book(db.conn, 3, CALENDAR, seed=52)
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[3].isoformat())
+    p1 = min(book.balances)
+    db.execute("UPDATE portfolios SET equity_as_of = NULL WHERE id = %s", p1)
+    nav_c1 = db.scalar("SELECT net_asset_value FROM portfolio_snapshots WHERE portfolio_id = %s"
+                       " AND snapshot_date = %s", p1, CALENDAR[1])
+    with psycopg.connect(db.dsn) as hand:                          # a DBA's session, not autocommit
+        hand.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s",
+                     (p1, CALENDAR[2]))
+        undo = start_batch(db.dsn, "--from", CALENDAR[3].isoformat(), "--portfolio", str(p1), "--yes",
+                           cmd=("batch", "undo"))
+        wait_for(lambda: db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                                   " AND wait_event_type = 'Lock'") == 1 or undo.poll() is not None,
+                 what="the undo to wait for the open DELETE")
+        assert undo.poll() is None, "the undo did not wait for the transaction deleting its new chain end"
+        hand.commit()
+    code, out, err = finish(undo)
+    assert code == 0, err
+    assert db.one("SELECT equity_as_of, equity_balance FROM portfolios WHERE id = %s", p1) == (CALENDAR[1], nav_c1)
+    out = run(db, "batch", "run", "--date", CALENDAR[3].isoformat())
+    assert out["failed"] == 0 and out["status"] == "succeeded", out
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s AND is_complete", p1) == 4
+    assert_as_of_is_chain_end(db, CALENDAR[3])

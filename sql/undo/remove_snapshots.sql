@@ -7,6 +7,11 @@
 --   opening_equity of the earliest removed one (a legacy row without one:
 --   NAV - daily_pnl - capital_flow, the flow taken as 0 when not recorded);
 --   equity_as_of becomes that snapshot's date (NULL: no snapshot left).
+-- The snapshot equity is set back to is locked (FOR SHARE) until commit: a
+-- DELETE of it (or an UPDATE that reopens it) in another transaction still
+-- open is waited for, and the next older one taken if it went; one that comes
+-- later waits for the undo, and 0013's trigger then clears equity_as_of. Without
+-- the lock, equity_as_of could name a snapshot deleted meanwhile.
 -- Run it in the chunk's transaction after batch/lock_portfolios.sql and the
 -- check that no live claim on or after the date exists (undo/list_live_claims).
 -- Unfinished claims are not touched. A dry run executes it and rolls back.
@@ -42,7 +47,8 @@ equity AS (
                AND s.is_complete
                AND s.net_asset_value IS NOT NULL
              ORDER BY s.snapshot_date DESC
-             LIMIT 1) AS prev ON true
+             LIMIT 1
+               FOR SHARE) AS prev ON true
 ),
 archived AS (
     INSERT INTO snapshot_undo_audit (rescue_run_id, snapshot_id, portfolio_id, snapshot_date, row_data, equity_before)
