@@ -23,7 +23,9 @@
 -- same statement).
 -- The functions run with the caller's rights: a role that deletes snapshots
 -- needs UPDATE (equity_as_of) on portfolios (pnl's batch role has it since
--- 0012); without it the DELETE fails, changing nothing.
+-- 0012); without it the DELETE fails, changing nothing. Their search_path is
+-- pinned to this schema (then pg_temp): a session's temporary table named
+-- portfolios cannot take the update meant for the real one.
 -- Then, once: every equity_as_of that already names no complete snapshot is
 -- set to NULL (one probe per portfolio with a date; it changes only wrong rows).
 -- Locks: CREATE TRIGGER takes SHARE ROW EXCLUSIVE on portfolio_snapshots until
@@ -95,6 +97,14 @@ CREATE TRIGGER trg_snapshots_truncate_forgets_equity_as_of
     AFTER TRUNCATE ON portfolio_snapshots
     FOR EACH STATEMENT
     EXECUTE FUNCTION pnl_equity_as_of_forget_all();
+
+DO $pin$
+BEGIN
+    EXECUTE format('ALTER FUNCTION pnl_equity_as_of_forget_removed() SET search_path = %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION pnl_equity_as_of_forget_changed() SET search_path = %I, pg_temp', current_schema());
+    EXECUTE format('ALTER FUNCTION pnl_equity_as_of_forget_all() SET search_path = %I, pg_temp', current_schema());
+END
+$pin$;
 
 -- Once: what is already wrong (the triggers keep it right from here on).
 UPDATE portfolios AS p

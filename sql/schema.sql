@@ -139,9 +139,11 @@ CREATE INDEX ix_portfolio_snapshots_incomplete
 -- before it, is deleted, truncated, made incomplete or moved, by anyone, it
 -- becomes NULL, so a non-NULL equity_as_of always names a complete snapshot and
 -- a run plans from it without probing (a hand edit of equity_as_of itself is
--- not caught: `pnl verify`, equity_as_of_mismatch).
+-- not caught: `pnl verify`, equity_as_of_mismatch). Their search_path is pinned
+-- (the tables' schema, then pg_temp): a temporary table named portfolios cannot
+-- take their update.
 CREATE FUNCTION pnl_equity_as_of_forget_removed() RETURNS trigger
-    LANGUAGE plpgsql AS $forget$
+    LANGUAGE plpgsql SET search_path = public, pg_temp AS $forget$
 BEGIN
     -- a snapshot on or before the date equity_as_of names is gone (DELETE: the
     -- transition table gone)
@@ -156,7 +158,7 @@ BEGIN
 END
 $forget$;
 CREATE FUNCTION pnl_equity_as_of_forget_changed() RETURNS trigger
-    LANGUAGE plpgsql AS $forget$
+    LANGUAGE plpgsql SET search_path = public, pg_temp AS $forget$
 BEGIN
     -- a complete snapshot stopped being one, or moved (UPDATE, one row)
     UPDATE portfolios AS p
@@ -167,7 +169,7 @@ BEGIN
 END
 $forget$;
 CREATE FUNCTION pnl_equity_as_of_forget_all() RETURNS trigger
-    LANGUAGE plpgsql AS $forget$
+    LANGUAGE plpgsql SET search_path = public, pg_temp AS $forget$
 BEGIN
     -- the snapshot table was truncated
     UPDATE portfolios SET equity_as_of = NULL WHERE equity_as_of IS NOT NULL;

@@ -346,6 +346,15 @@ def test_the_database_forgets_equity_as_of_when_its_snapshot_goes(db: Db) -> Non
     res = run_cli("batch", "undo", "--from", CALENDAR[1].isoformat(), "--portfolio", str(p1), "--yes", dsn=db.dsn)
     assert res.code == 0, res.err
     assert as_of()[p1] == CALENDAR[0]
+    # A session whose temporary table is named portfolios (as pnl's dry runs make) still
+    # clears the real one: the functions' search_path is pinned.
+    with psycopg.connect(db.dsn) as shadow:
+        shadow.execute("CREATE TEMP TABLE portfolios AS SELECT * FROM public.portfolios")
+        shadow.execute("DELETE FROM public.portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s",
+                       (p1, CALENDAR[0]))
+        assert shadow.execute("SELECT equity_as_of FROM pg_temp.portfolios WHERE id = %s",
+                              (p1,)).fetchone() == (CALENDAR[0],)
+    assert as_of()[p1] is None
     # TRUNCATE forgets every one.
     db.execute("UPDATE portfolios SET equity_as_of = %s WHERE id = %s", CALENDAR[1], p2)
     db.execute("TRUNCATE portfolio_snapshots")
