@@ -12,7 +12,9 @@
 -- The unique key (portfolio_id, snapshot_date), ON CONFLICT's arbiter, is unchanged.
 -- 0013's triggers go with the dropped table and are made again on the new one
 -- (PostgreSQL 15 allows both statement-level kinds on a partitioned table; the
--- row-level one is cloned to every partition).
+-- row-level one is cloned to every partition). They see statements on the
+-- parent only: not a partition's own DELETE or TRUNCATE, a DETACH or DROP, nor
+-- an UPDATE that moves a row to another partition (docs/scaling.md section 2).
 -- No DEFAULT partition: with one, PostgreSQL cannot read the partitions in
 -- date order (an ordered Append) for "the latest snapshot before D ... LIMIT 1"
 -- and uses a MergeAppend, which starts a scan of every partition per probe
