@@ -21,7 +21,9 @@
 -- for the report) is a forward probe, skipped where it cannot change the
 -- report: a chain that ends on or before $8, the earliest date the run
 -- reports, started before every reported date too (start_dates then counts
--- the chain's end instead; NULL $8: always probed). Each portfolio's existing
+-- the chain's end instead; NULL $8: always probed), and a portfolio with no
+-- complete snapshot has no chain to start (a cold run: 5,000 probes of empty
+-- ranges per chunk saved). Each portfolio's existing
 -- slots among its owed dates are one range probe (none where nothing is owed).
 -- (chunk is MATERIALIZED: inlined, the backward probe ran twice.)
 --
@@ -79,7 +81,7 @@ ends AS MATERIALIZED (
 ),
 chunk AS MATERIALIZED (
     SELECT e.portfolio_id, e.start_date, e.last_date,
-           CASE WHEN e.last_date <= $8::date THEN e.last_date
+           CASE WHEN e.last_date IS NULL OR e.last_date <= $8::date THEN e.last_date   -- (no chain: no start)
                 ELSE (SELECT s.snapshot_date FROM portfolio_snapshots AS s
                        WHERE s.portfolio_id = e.portfolio_id AND s.is_complete
                        ORDER BY s.snapshot_date LIMIT 1) END AS first_date
