@@ -28,11 +28,14 @@
 -- portfolios cannot take the update meant for the real one.
 -- Then, once: every equity_as_of that already names no complete snapshot is
 -- set to NULL (one probe per portfolio with a date; it changes only wrong rows).
--- Locks: CREATE TRIGGER takes SHARE ROW EXCLUSIVE on portfolio_snapshots until
--- commit (reads go on; writes wait): for the one-time check, about 2 s per
--- million portfolios. Run it while no batch runs: the check's row locks on
--- portfolios would otherwise wait for the batch (lock_timeout: it stops,
--- changing nothing, and is simply run again).
+-- Locks: CREATE OR REPLACE TRIGGER takes SHARE ROW EXCLUSIVE on
+-- portfolio_snapshots until commit (reads go on; writes wait), also when the
+-- migration is run again (DROP TRIGGER would take ACCESS EXCLUSIVE): through the
+-- one-time check, one index probe per portfolio with a date (seconds per
+-- million portfolios, however deep the history). Run it while no batch runs:
+-- the check's row locks on portfolios would otherwise wait for the batch
+-- (lock_timeout: it stops, changing nothing, and is simply run again).
+-- Rollback: drops the triggers and functions; loses nothing stored.
 -- depends: 0012_equity_as_of
 
 SET lock_timeout = '5s';
@@ -41,8 +44,8 @@ SET statement_timeout = '15min';
 CREATE OR REPLACE FUNCTION pnl_equity_as_of_forget_removed() RETURNS trigger
     LANGUAGE plpgsql AS $forget$
 BEGIN
-    -- a snapshot on or before the date equity_as_of names is gone (DELETE: the
-    -- transition table gone)
+    -- a row on or before the date equity_as_of names is gone (DELETE: the
+    -- transition table gone; any row, a claim too: clearing is always safe)
     UPDATE portfolios AS p
        SET equity_as_of = NULL
       FROM (SELECT g.portfolio_id, min(g.snapshot_date) AS first_date
@@ -75,15 +78,13 @@ BEGIN
 END
 $forget$;
 
-DROP TRIGGER IF EXISTS trg_snapshots_delete_forgets_equity_as_of ON portfolio_snapshots;
-CREATE TRIGGER trg_snapshots_delete_forgets_equity_as_of
+CREATE OR REPLACE TRIGGER trg_snapshots_delete_forgets_equity_as_of
     AFTER DELETE ON portfolio_snapshots
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT
     EXECUTE FUNCTION pnl_equity_as_of_forget_removed();
 
-DROP TRIGGER IF EXISTS trg_snapshots_update_forgets_equity_as_of ON portfolio_snapshots;
-CREATE TRIGGER trg_snapshots_update_forgets_equity_as_of
+CREATE OR REPLACE TRIGGER trg_snapshots_update_forgets_equity_as_of
     AFTER UPDATE OF is_complete, snapshot_date, portfolio_id ON portfolio_snapshots
     FOR EACH ROW
     WHEN (OLD.is_complete
@@ -92,8 +93,7 @@ CREATE TRIGGER trg_snapshots_update_forgets_equity_as_of
                OR NEW.portfolio_id IS DISTINCT FROM OLD.portfolio_id))
     EXECUTE FUNCTION pnl_equity_as_of_forget_changed();
 
-DROP TRIGGER IF EXISTS trg_snapshots_truncate_forgets_equity_as_of ON portfolio_snapshots;
-CREATE TRIGGER trg_snapshots_truncate_forgets_equity_as_of
+CREATE OR REPLACE TRIGGER trg_snapshots_truncate_forgets_equity_as_of
     AFTER TRUNCATE ON portfolio_snapshots
     FOR EACH STATEMENT
     EXECUTE FUNCTION pnl_equity_as_of_forget_all();
@@ -107,10 +107,11 @@ END
 $pin$;
 
 -- Once: what is already wrong (the triggers keep it right from here on).
+-- (A scalar probe per portfolio, not NOT EXISTS: that may be planned as an
+-- anti-join reading every snapshot of the table.)
 UPDATE portfolios AS p
    SET equity_as_of = NULL
  WHERE p.equity_as_of IS NOT NULL
-   AND NOT EXISTS (SELECT FROM portfolio_snapshots AS s
-                    WHERE s.portfolio_id = p.id
-                      AND s.snapshot_date = p.equity_as_of
-                      AND s.is_complete);
+   AND (SELECT s.is_complete FROM portfolio_snapshots AS s
+         WHERE s.portfolio_id = p.id
+           AND s.snapshot_date = p.equity_as_of) IS NOT TRUE;

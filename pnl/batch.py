@@ -1068,7 +1068,8 @@ async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int
                 return
             if ends_on == len(ids) and result.report_from == result.date:
                 # Every chain of the chunk ends on the run's date (a re-run): nothing is owed, and
-                # each chain counts as started by then, which is all the plan would have said.
+                # each chain counts as started by then, which is all the plan would have said. (Only
+                # when the run reports from its date: else a chain's start may be before_chain.)
                 result.chain_starts[result.date] += len(ids)
             else:
                 await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts, link)

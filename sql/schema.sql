@@ -145,8 +145,8 @@ CREATE INDEX ix_portfolio_snapshots_incomplete
 CREATE FUNCTION pnl_equity_as_of_forget_removed() RETURNS trigger
     LANGUAGE plpgsql SET search_path = public, pg_temp AS $forget$
 BEGIN
-    -- a snapshot on or before the date equity_as_of names is gone (DELETE: the
-    -- transition table gone)
+    -- a row on or before the date equity_as_of names is gone (DELETE: the
+    -- transition table gone; any row, a claim too: clearing is always safe)
     UPDATE portfolios AS p
        SET equity_as_of = NULL
       FROM (SELECT g.portfolio_id, min(g.snapshot_date) AS first_date

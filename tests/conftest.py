@@ -149,19 +149,20 @@ def run_in_process(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Monke
     return CliResult(code, out, err)
 
 
-def quiet_stat(db: Db, query: str) -> tuple:
+def quiet_stat(db: Db, query: str, moved_from: tuple | None = None) -> tuple:
     """A row of the server's cumulative statistics (pg_stat_*) once every other session
     of this database has ended and reported (a backend reports as it exits): the same
-    reading twice, 0.3 s apart. For tests that count scans a CLI run made."""
+    reading twice, 0.3 s apart, and (moved_from) different from an earlier reading in
+    its last column, for a run known to have moved it. For tests that count scans a
+    CLI run made."""
     deadline = time.monotonic() + 15
     seen: tuple | None = None
     while time.monotonic() < deadline:
         others = db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
-        db.execute("SELECT pg_stat_clear_snapshot()")
         now = db.one(query)
-        if others == 0 and now == seen:
+        if others == 0 and now == seen and (moved_from is None or now[-1] != moved_from[-1]):
             return now
         seen = now
         time.sleep(0.3)
-    raise AssertionError(f"statistics did not settle: {query}")
+    raise AssertionError(f"statistics did not settle: {query} (last reading {seen}, before {moved_from})")

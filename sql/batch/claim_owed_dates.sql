@@ -21,7 +21,7 @@
 -- for the report) is a forward probe, skipped where it cannot change the
 -- report: a chain that ends on or before $8, the earliest date the run
 -- reports, started before every reported date too (start_dates then counts
--- the chain's end instead; NULL $8: always probed), and a portfolio with no
+-- the chain's end instead; NULL $8: probed for every chain), and a portfolio with no
 -- complete snapshot has no chain to start (a cold run: 5,000 probes of empty
 -- ranges per chunk saved). Each portfolio's existing
 -- slots among its owed dates are one range probe (none where nothing is owed).

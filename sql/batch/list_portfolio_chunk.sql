@@ -1,8 +1,10 @@
 -- list_portfolio_chunk: the next chunk of portfolio ids, in id order (keyset
 -- pagination: no OFFSET, so each chunk costs the same however far we are),
--- and how many of them have equity_as_of = $5: a run of $5 skips planning a
--- chunk whose chains all end on $5 exactly (nothing is owed; a re-run), since
--- equity_as_of names a complete snapshot wherever it is set (migration 0013).
+-- and how many of them have equity_as_of = $5: a run of $5 that reports from
+-- $5 (RunResult.report_from: not a backfill reaching back, no selected
+-- portfolio owed an earlier date) skips planning a chunk whose chains all end
+-- on $5 exactly (nothing is owed; a re-run), since equity_as_of names a
+-- complete snapshot wherever it is set (migration 0013).
 --
 -- $1 last id of the previous chunk (bigint; 0 to start)
 -- $2 only these ids (bigint[]; NULL for every portfolio)

@@ -11,7 +11,10 @@
 -- DELETE of it (or an UPDATE that reopens it) in another transaction still
 -- open is waited for, and the next older one taken if it went; one that comes
 -- later waits for the undo, and 0013's trigger then clears equity_as_of. Without
--- the lock, equity_as_of could name a snapshot deleted meanwhile.
+-- the lock, equity_as_of could name a snapshot deleted meanwhile. (A DELETE by
+-- hand of such a snapshot, in a transaction that then waits for this undo's lock
+-- on the portfolio, is a deadlock: PostgreSQL aborts one of the two, and nothing
+-- is left half-done.)
 -- Run it in the chunk's transaction after batch/lock_portfolios.sql and the
 -- check that no live claim on or after the date exists (undo/list_live_claims).
 -- Unfinished claims are not touched. A dry run executes it and rolls back.
