@@ -63,21 +63,16 @@
 --   owed_prev date[]                         aligned with owed_ids: the complete snapshot each
 --                                            owed slot follows (the previous owed date, else
 --                                            the latest complete one; NULL: a chain's first)
-WITH RECURSIVE as_of AS MATERIALIZED (
-    SELECT c.portfolio_id, c.start_date,
-           CASE WHEN NOT $7::boolean THEN
-                (SELECT pf.equity_as_of FROM portfolios AS pf WHERE pf.id = c.portfolio_id) END AS equity_as_of
-      FROM unnest($3::bigint[], $5::date[]) AS c(portfolio_id, start_date)
-),
-ends AS MATERIALIZED (
+WITH RECURSIVE ends AS MATERIALIZED (
     -- equity_as_of, where set, names a complete snapshot: 0013's triggers clear it when that
     -- snapshot or one before it is deleted, truncated, made incomplete or moved
-    SELECT a.portfolio_id, a.start_date,
-           COALESCE(a.equity_as_of,
+    SELECT c.portfolio_id, c.start_date,
+           COALESCE(CASE WHEN NOT $7::boolean THEN
+                         (SELECT pf.equity_as_of FROM portfolios AS pf WHERE pf.id = c.portfolio_id) END,
                     (SELECT s.snapshot_date FROM portfolio_snapshots AS s
-                      WHERE s.portfolio_id = a.portfolio_id AND s.is_complete
+                      WHERE s.portfolio_id = c.portfolio_id AND s.is_complete
                       ORDER BY s.snapshot_date DESC LIMIT 1)) AS last_date
-      FROM as_of AS a
+      FROM unnest($3::bigint[], $5::date[]) AS c(portfolio_id, start_date)
 ),
 chunk AS MATERIALIZED (
     SELECT e.portfolio_id, e.start_date, e.last_date,
