@@ -63,6 +63,8 @@ CLI = ROOT / "cli.py"
 sys.path.insert(0, str(ROOT))
 
 from pnl import migrate  # noqa: E402
+from pnl.batch import BatchOptions, check_prices  # noqa: E402
+from pnl.db import planned_transaction  # noqa: E402
 from pnl.embedded import server_bindir  # noqa: E402
 from pnl.localpg import LocalServer, free_port, throwaway_dir  # noqa: E402
 from pnl.queries import sql as pnl_sql  # noqa: E402
@@ -135,14 +137,12 @@ async def missing_dates(dsn: str, day: date, chunk: int) -> tuple[float, int]:
     conn = await asyncpg.connect(dsn, server_settings={"jit": "off", "plan_cache_mode": "force_custom_plan"})
     try:
         ids = [r["id"] for r in await conn.fetch("SELECT id FROM portfolios ORDER BY id")]
-        covered = await conn.fetch(pnl_sql("batch/check_run_prices"), day, None, day)   # as pnl/batch.py's run
-        earliest = min(day, covered[0]["mark_date"]) if covered else day
+        earliest = (await check_prices(conn, day, day, BatchOptions())).report_from(day, (day,))   # as a run
         owed = 0
         t0 = time.perf_counter()
         for i in range(0, len(ids), chunk):
             part = ids[i:i + chunk]
-            async with conn.transaction():
-                await conn.execute(pnl_sql("batch/plan_chunk_statements"))
+            async with planned_transaction(conn):
                 row = await conn.fetchrow(pnl_sql("batch/claim_owed_dates"), 0, day, part, timedelta(minutes=5),
                                           [day] * len(part), False, False, earliest)
             owed += len(row["owed_ids"])

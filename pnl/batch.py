@@ -66,7 +66,7 @@ from decimal import Decimal
 import asyncpg
 
 from pnl.calendar import DayRequest, resolve_range, resolve_run_date
-from pnl.db import first_line, is_connection_fault, is_data_error, scrub
+from pnl.db import first_line, is_connection_fault, is_data_error, planned_transaction, scrub
 from pnl.errors import BadInput, RetryLater
 from pnl.queries import sql
 
@@ -370,8 +370,7 @@ async def claim_owed(conn: asyncpg.Connection, run_id: int, last: date, ids: lis
     expired claims): one statement, in one short transaction. With claim=False
     only the plan: nothing is written. report_from: no date before it is
     reported (ChunkPlan.starts is exact only from there on; None: exact)."""
-    async with conn.transaction():
-        await conn.execute(sql("batch/plan_chunk_statements"))
+    async with planned_transaction(conn):
         row = await conn.fetchrow(sql("batch/claim_owed_dates"), run_id, last, ids, lease, starts, floors, claim,
                                   report_from)
     owed: dict[int, list[date]] = defaultdict(list)
@@ -394,8 +393,7 @@ async def insert_complete(conn: asyncpg.Connection, run_id: int, day: date,
     (inserted, refused, busy): a refused portfolio was not computable now; a
     busy one is being written by another transaction right now (its row lock
     was taken); one in none of them has a slot someone holds, or a stale plan."""
-    async with conn.transaction():
-        await conn.execute(sql("batch/plan_chunk_statements"))
+    async with planned_transaction(conn):
         locked = [r["id"] for r in await conn.fetch(sql("batch/lock_free_portfolios"), list(follows))]
         busy = sorted(set(follows).difference(locked))
         if not locked:
@@ -464,8 +462,7 @@ async def finalize_chunk(conn: asyncpg.Connection, run_id: int, day: date, owned
                          gap_free: bool = True) -> Finalized:
     """Compute and finalize, fenced on run_id, in one short transaction: lock the
     portfolios (id order), then one statement writes snapshots and equity."""
-    async with conn.transaction():
-        await conn.execute(sql("batch/plan_chunk_statements"))
+    async with planned_transaction(conn):
         await conn.fetch(sql("batch/lock_portfolios"), owned)
         row = await conn.fetchrow(sql("batch/finalize_claimed"), run_id, day, owned, gap_free)
     refused = [Refused(pid, kind, detail) for pid, kind, detail in
@@ -586,7 +583,12 @@ class PricePlan:
     dates: list[date]                   # the dates whose marks the run fixes (in order)
     refused: StaleRefusal | None
     first: date | None = None           # the first price date the run may cover (None: none): no
-                                        # portfolio is owed an earlier one (RunResult.report_from)
+                                        # portfolio is owed an earlier one
+
+    def report_from(self, start: date, report_dates: Iterable[date]) -> date:
+        """The earliest date a run reports (RunResult.report_from): its start, its report
+        dates, or the first price date it may cover."""
+        return min(start, *report_dates, *([self.first] if self.first else []))
 
 
 async def check_prices(conn: asyncpg.Connection, last: date, start: date, opts: BatchOptions) -> PricePlan:
@@ -595,10 +597,9 @@ async def check_prices(conn: asyncpg.Connection, last: date, start: date, opts: 
     is refused with every later one. Raises StalePrices when that is the first
     date (nothing to run); else the run stops the day before it."""
     ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
-    async with conn.transaction():
-        # Planned on a snapshot table that is empty now (a first run, or after a TRUNCATE) while
-        # another run fills it, a chain-end probe became a sequential scan per portfolio: minutes.
-        await conn.execute(sql("batch/plan_chunk_statements"))
+    # Planned on a snapshot table that is empty now (a first run, or after a TRUNCATE) while
+    # another run fills it, a chain-end probe became a sequential scan per portfolio: minutes.
+    async with planned_transaction(conn):
         rows = [DatePrices(r["mark_date"], r["held"], r["stale"], list(r["stale_names"] or []))
                 for r in await conn.fetch(sql("batch/check_run_prices"), last, ids, start)]
     for n, p in enumerate(rows):
@@ -968,7 +969,7 @@ async def _heartbeat(pool: asyncpg.Pool, result: RunResult, every: float = 0.0) 
 
 
 async def _start(pool: asyncpg.Pool, last: date, start: date, opts: BatchOptions,
-                 report_dates: tuple[date, ...], first_owed: date | None) -> tuple[RunResult, list[int] | None]:
+                 report_dates: tuple[date, ...], report_from: date) -> tuple[RunResult, list[int] | None]:
     async with pool.acquire() as conn:
         filter_ids = list(opts.portfolio_ids) if opts.portfolio_ids is not None else None
         if filter_ids is not None:
@@ -979,7 +980,7 @@ async def _start(pool: asyncpg.Pool, last: date, start: date, opts: BatchOptions
         abandoned = [r["id"] for r in await conn.fetch(sql("runs/mark_abandoned"))]
         run = await conn.fetchrow(sql("runs/start_run"), last, socket.gethostname(), os.getpid(), start, opts.lease)
     result = RunResult(run_id=run["id"], date=last, start=start, total=total, report_dates=report_dates,
-                       report_from=min(start, *report_dates, *([first_owed] if first_owed else [])),
+                       report_from=report_from,
                        abandoned_runs=abandoned)
     return result, filter_ids
 
@@ -1187,8 +1188,9 @@ async def run_range(
     async with pool.acquire() as conn:     # before anything is written: StalePrices refuses the run
         prices = await check_prices(conn, last, start, opts)
     last = prices.last
-    report_dates = tuple(d for d in report_dates if d <= last)
-    result, filter_ids = await _start(pool, last, start, opts, report_dates or (last,), prices.first)
+    report_dates = tuple(d for d in report_dates if d <= last) or (last,)
+    result, filter_ids = await _start(pool, last, start, opts, report_dates,
+                                      prices.report_from(start, report_dates))
     link = _Link(pool, result, opts.reconnect, stop)
 
     async def mark_abandoned() -> None:

@@ -360,6 +360,16 @@ DRY_RUN_TABLES = ("portfolio_snapshots", "portfolios", "batch_runs", "rescue_run
                   "snapshot_repair_audit", "snapshot_undo_audit", "valuation_marks", "valuation_mark_repair_audit")
 
 
+@asynccontextmanager
+async def planned_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction whose statements are planned as pnl's statements on the
+    snapshots need (sql/batch/plan_chunk_statements.sql, SET LOCAL: index paths
+    whatever the statistics say; they end with the transaction)."""
+    async with conn.transaction():
+        await conn.execute(sql("batch/plan_chunk_statements"))
+        yield
+
+
 async def use_dry_run_copies(conn: asyncpg.Connection, fill: str, *args: object,
                              also: tuple[tuple[str, tuple[object, ...]], ...] = ()) -> None:
     """Inside the caller's transaction, which it must roll back: each table a

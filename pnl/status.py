@@ -8,6 +8,7 @@ from datetime import date, timedelta
 
 import asyncpg
 
+from pnl.db import planned_transaction
 from pnl.migrate import MigrationState, states
 from pnl.queries import sql
 from pnl.verify import CheckResult, run_checks
@@ -92,9 +93,8 @@ async def collect(pool: asyncpg.Pool, runs: int = 10, with_checks: bool = True) 
             claims = [_plain(r) for r in await conn.fetch(sql("status/unfinished_claims"))]
             # before 0012 there is no equity_as_of to read chain ends from: probe them all
             lag_sql = "status/chain_lag" if "0012_equity_as_of" in applied else "status/chain_lag_probe"
-            async with conn.transaction():      # its chain-end probes are index probes, however
-                await conn.execute(sql("batch/plan_chunk_statements"))   # empty the table was when planned
-                r = await conn.fetchrow(sql(lag_sql))
+            async with planned_transaction(conn):   # its chain-end probes are index probes, however
+                r = await conn.fetchrow(sql(lag_sql))  # empty the table was when planned
             chain = ChainLag(r["latest_price_date"], r["portfolios"], r["up_to_date"], r["never_run"], r["behind"],
                              dict(zip(r["lag_dates"], r["lag_counts"], strict=True)))
     checks = await run_checks(pool) if with_checks else None

@@ -29,7 +29,7 @@ from decimal import Decimal
 import asyncpg
 
 from pnl.calendar import DayRequest, resolve_day
-from pnl.db import use_dry_run_copies
+from pnl.db import planned_transaction, use_dry_run_copies
 from pnl.errors import BadInput, PnlError
 from pnl.queries import sql
 
@@ -105,10 +105,9 @@ async def _live_claims(conn: asyncpg.Connection, day: date, ids: list[int] | Non
 async def _undo_chunk(conn: asyncpg.Connection, run_id: int | None, ids: list[int], day: date,
                       result: UndoResult, dry_run: bool) -> None:
     try:
-        async with conn.transaction():
+        async with planned_transaction(conn):
             if dry_run:  # the same statements, on temporary copies: needs no write privilege
                 await use_dry_run_copies(conn, "dryrun/copy_portfolios", ids)
-            await conn.execute(sql("batch/plan_chunk_statements"))
             await conn.fetch(sql("batch/lock_portfolios"), ids)
             claims = await _live_claims(conn, day, ids)
             if claims:
