@@ -185,6 +185,46 @@ class ChunkPlan:
     follows: dict[tuple[int, date], date | None]   # owed slot -> the complete snapshot it follows
 
 
+@dataclass(frozen=True)
+class ChunkListing:
+    """A chunk's ids (batch/list_portfolio_chunk.sql) and where their chains
+    end: how many on the run's date (ends_on), how many on the price date
+    before it (ends_before), and which were never run (fresh)."""
+
+    ids: list[int]
+    ends_on: int = 0
+    before: date | None = None          # the latest price date before the run's date
+    ends_before: int = 0
+    fresh: frozenset[int] = frozenset()
+
+    def plan(self, day: date, start: date, report_from: date | None) -> ChunkPlan | None:
+        """The plan claim_owed_dates.sql would make for this chunk (claim=False)
+        in a run of `day` (portfolios without a chain start at `start`), when the
+        listing already knows it, else None:
+          * every chain ends on `day` (a re-run): nothing is owed;
+          * each chain ends on the price date before `day`, or the portfolio was
+            never run and starts on `day` (the daily run, a first run): each
+            owes `day` alone, following that date (or nothing).
+        equity_as_of names a complete snapshot wherever it is set (migration
+        0013's triggers), and insert_complete.sql refuses a slot whose previous
+        snapshot is not the one planned (a snapshot another run wrote meanwhile).
+        A chain end must not be after report_from: a chain that ends by it
+        started by it too (the plan's start count); a later one needs the plan's
+        probe of where it starts (before_chain)."""
+        n = len(self.ids)
+        if not n or report_from is None:
+            return None
+        if self.ends_on == n and day <= report_from:
+            return ChunkPlan({}, set(), 0, Counter({day: n}), frozenset(), {})
+        if self.ends_before + len(self.fresh) != n or (self.fresh and start != day):
+            return None
+        if self.ends_before and (self.before is None or self.before > report_from):
+            return None
+        starts = Counter({d: k for d, k in ((self.before, self.ends_before), (day, len(self.fresh))) if k})
+        return ChunkPlan({p: [day] for p in self.ids}, set(), 0, starts, frozenset(),
+                         {(p, day): None if p in self.fresh else self.before for p in self.ids})
+
+
 @dataclass
 class DateTally:
     """Outcomes of the owed slots of one date (already_done is derived)."""
@@ -786,11 +826,12 @@ class _Chunk:
         self.release[pid] = later[0]
 
 
-async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int],
-                            opts: BatchOptions) -> tuple[list[int], dict[int, list[date]] | None]:
+async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int], opts: BatchOptions,
+                            known: ChunkPlan | None = None) -> tuple[list[int], dict[int, list[date]] | None]:
     """The one-write path of a main-pass chunk: plan its owed dates (nothing
-    claimed), then date by date insert every free slot as a complete snapshot
-    (insert_complete: the claim and the result are one row, one statement).
+    claimed; or `known`, the plan its listing gave), then date by date insert
+    every free slot as a complete snapshot (insert_complete: the claim and the
+    result are one row, one statement).
 
     Returns (rest, left): the portfolios left for the two-step protocol
     (claim_owed, then finalize: it takes over, holds, fails and reports), and
@@ -804,12 +845,14 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
     run looks at it again at the end, when that run has finished it (runs that
     start together thus share the chunks instead of queueing on each one).
     Nothing here outlives its transaction: a crash leaves no claim to expire."""
-    try:
-        async with pool.acquire() as conn:
-            plan = await claim_owed(conn, result.run_id, result.date, ids, opts.lease,
-                                    [result.start] * len(ids), claim=False, report_from=result.report_from)
-    except DB_FAULTS:
-        return ids, None
+    plan = known
+    if plan is None:
+        try:
+            async with pool.acquire() as conn:
+                plan = await claim_owed(conn, result.run_id, result.date, ids, opts.lease,
+                                        [result.start] * len(ids), claim=False, report_from=result.report_from)
+        except DB_FAULTS:
+            return ids, None
     result.chain_starts.update(plan.starts)
     owed = {p: dates for p, dates in sorted(plan.owed.items()) if p not in plan.busy}   # in id order
     rest = set(plan.owed) - set(owed)
@@ -852,12 +895,14 @@ async def _write_free_slots(pool: asyncpg.Pool, result: RunResult, ids: list[int
 
 
 async def _process_chunk(pool: asyncpg.Pool, result: RunResult, ids: list[int], starts: list[date],
-                         floors: bool, opts: BatchOptions, link: _Link) -> None:
+                         floors: bool, opts: BatchOptions, link: _Link, known: ChunkPlan | None = None) -> None:
+    """One chunk of the main pass (floors false) or of a revisit (floors true);
+    known: its plan, when the chunk's listing already says it (ChunkListing.plan)."""
     run_id = result.run_id
     counted = floors
     left: dict[int, list[date]] | None = None
     if not floors:
-        ids, left = await _write_free_slots(pool, result, ids, opts)
+        ids, left = await _write_free_slots(pool, result, ids, opts, known)
         counted = left is not None
         if not ids:
             return
@@ -1016,18 +1061,20 @@ class _Chunks:
         self.started = first == 0
         self.lock = asyncio.Lock()
 
-    async def next(self) -> tuple[list[int], int]:
-        """The next chunk's ids, and how many of them have equity_as_of = day;
-        [] at the end, or when the run is over (the server stayed away: link.gone)."""
+    async def next(self) -> ChunkListing:
+        """The next chunk's ids, and where their chains end (ChunkListing); no ids
+        at the end, or when the run is over (the server stayed away: link.gone)."""
         ids: list[int] = []
-        ends_on = 0
+        listing = ChunkListing([])
 
         async def fetch() -> None:
-            nonlocal ids, ends_on
-            async with self.pool.acquire() as conn:
+            nonlocal ids, listing
+            async with self.pool.acquire() as conn, planned_transaction(conn):
                 row = await conn.fetchrow(sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids,
                                           self.size, self.upper, self.day)
-            ids, ends_on = list(row["ids"]), row["ends_on"]
+            ids = list(row["ids"])
+            listing = ChunkListing(ids, row["ends_on"], row["before_date"], row["ends_before"],
+                                   frozenset(row["fresh_ids"]))
 
         async def find_start() -> None:
             async with self.pool.acquire() as conn:
@@ -1051,7 +1098,7 @@ class _Chunks:
                 await self.link.step(fetch)
             if ids:
                 self.last_id = ids[-1]
-            return ids, ends_on
+            return listing
 
 
 async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None, opts: BatchOptions,
@@ -1064,16 +1111,15 @@ async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int
     async def worker() -> None:
         nonlocal done
         while not (stop and stop.is_set()) and link.gone is None:
-            ids, ends_on = await chunks.next()
+            listing = await chunks.next()
+            ids = listing.ids
             if not ids:
                 return
-            if ends_on == len(ids) and result.report_from == result.date:
-                # Every chain of the chunk ends on the run's date (a re-run): nothing is owed, and
-                # each chain counts as started by then, which is all the plan would have said. (Only
-                # when the run reports from its date: else a chain's start may be before_chain.)
-                result.chain_starts[result.date] += len(ids)
+            known = listing.plan(result.date, result.start, result.report_from)
+            if known is not None and not known.owed:
+                result.chain_starts.update(known.starts)       # a re-run: nothing to do
             else:
-                await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts, link)
+                await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts, link, known)
             done += len(ids)
             await _heartbeat(pool, result, every)
             if on_progress:

@@ -10,9 +10,11 @@ import json
 from datetime import date, timedelta
 
 import psycopg
+import pytest
 
-from tests.conftest import Db, quiet_stat, run_cli
-from tests.data import random_book
+from pnl import batch
+from tests.conftest import Db, quiet_stat, run_cli, run_in_process
+from tests.data import add_portfolio, random_book
 from tests.procs import TWO_STEP_ONLY_SQL, finish, start_batch, wait_for
 from tests.reference import replay
 from tests.test_cli import assert_one_line_error
@@ -446,3 +448,110 @@ def test_an_undo_never_sets_equity_as_of_to_a_snapshot_deleted_meanwhile(db: Db)
     assert out["failed"] == 0 and out["status"] == "succeeded", out
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE portfolio_id = %s AND is_complete", p1) == 4
     assert_as_of_is_chain_end(db, CALENDAR[3])
+
+
+def test_a_daily_run_writes_chunks_whose_chains_all_end_the_price_date_before_without_planning(
+        db: Db, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The everyday run: every chain of a chunk ends on the price date before D (or the
+    portfolio was never run and starts on D), so each portfolio owes D alone. The run knows
+    that plan from the chunk's listing and writes without asking claim_owed_dates.sql.
+    Around it: a chunk with a chain further behind is planned and caught up in date order;
+    a wrong equity_as_of (set by hand, which no trigger catches) is refused by
+    insert_complete.sql's check of the previous snapshot and re-planned, never written from
+    the wrong date; a slot another run holds is held. The rows are the reference's."""
+    book = random_book(db.conn, 40, CALENDAR, seed=52)
+    ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
+    plans: list[tuple[list[int], bool]] = []
+    real = batch.claim_owed
+
+    async def counted(conn, run_id, last, pids, *args, **kwargs):  # type: ignore[no-untyped-def]
+        plans.append((list(pids), kwargs.get("claim", True)))
+        return await real(conn, run_id, last, pids, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "claim_owed", counted)
+
+    def run_here(*args: str, code: int = 0) -> dict:
+        res = run_in_process(capsys, monkeypatch, (*args, "--json"), {"DATABASE_URL": db.dsn})
+        assert res.code == code, res.err
+        return json.loads(res.out)
+
+    # A first run (every portfolio never run), then the next date (every chain one date behind).
+    for day in CALENDAR[:2]:
+        out = run_here("batch", "run", "--date", day.isoformat(), "--chunk-size", "10")
+        assert (out["processed"], out["already_done"], out["failed"], out["status"]) == (40, 0, 0, "succeeded")
+        assert out["dates"][0]["before_chain"] == 0
+        assert_as_of_is_chain_end(db, day)
+    assert plans == []                                        # four chunks a run, none planned
+    # New portfolios join the last chunk: never run, they start on the run's date.
+    joined = [add_portfolio(db.conn, f"new-{i}", 1000 + i) for i in range(3)]
+    out = run_here("batch", "run", "--date", CALENDAR[2].isoformat(), "--chunk-size", "10")
+    assert (out["processed"], out["already_done"], out["failed"]) == (43, 0, 0)
+    assert plans == []
+    assert db.all("SELECT portfolio_id, snapshot_date, net_asset_value FROM portfolio_snapshots"
+                  " WHERE portfolio_id = ANY(%s) ORDER BY 1", joined) == [
+        (p, CALENDAR[2], 1000 + i) for i, p in enumerate(joined)]
+
+    # Around it, for CALENDAR[3]: one chain further behind (chunk 1), a wrong equity_as_of
+    # (chunk 2), a slot another run holds (chunk 3); chunk 4 is the everyday case.
+    behind, wrong, taken = ids[5], ids[15], ids[25]
+    run(db, "batch", "undo", "--from", CALENDAR[2].isoformat(), "--portfolio", str(behind), "--yes")
+    db.execute("DELETE FROM portfolio_snapshots WHERE portfolio_id = %s AND snapshot_date = %s", wrong, CALENDAR[2])
+    db.execute("UPDATE portfolios SET equity_as_of = %s,"
+               " equity_balance = (SELECT net_asset_value FROM portfolio_snapshots"
+               "                    WHERE portfolio_id = %s AND snapshot_date = %s)"
+               " WHERE id = %s", CALENDAR[2], wrong, CALENDAR[1], wrong)   # a hand fix gone wrong
+    assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", wrong) == CALENDAR[2]
+    holder = db.scalar("INSERT INTO batch_runs (run_date, host, pid, lease) VALUES (%s, 'elsewhere', 1,"
+                       " interval '1 hour') RETURNING id", CALENDAR[3])
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
+               " claimed_at, lease_expires_at) VALUES (%s, %s, false, %s, now(), now() + interval '1 hour')",
+               taken, CALENDAR[3], holder)
+    plans.clear()
+    out = run_here("batch", "run", "--date", CALENDAR[3].isoformat(), "--chunk-size", "10", code=75)
+    assert out["status"] == "held", out
+    by_date = {d["date"]: d for d in out["dates"]}
+    assert (by_date[CALENDAR[2].isoformat()]["processed"], by_date[CALENDAR[3].isoformat()]["processed"],
+            by_date[CALENDAR[3].isoformat()]["held"], out["failed"]) == (2, 42, 1, 0), out
+    # planned: chunk 1 (behind) as a chunk; wrong's refused write and taken's slot the two-step
+    # way (taken again when the run looks at what it found held, at the end)
+    assert [p for p, claim in plans if not claim] == [ids[:10]]
+    assert {p for pids, claim in plans if claim for p in pids} == {wrong, taken}
+    navs = {(pid, day): nav for pid, day, nav in db.all(
+        "SELECT portfolio_id, snapshot_date, net_asset_value FROM portfolio_snapshots"
+        " WHERE is_complete AND portfolio_id <> ALL(%s)", joined)}
+    assert len(navs) == 40 * 4 - 1
+    for pid, balance in book.balances.items():
+        days = CALENDAR[:3] if pid == taken else CALENDAR[:4]
+        chain = replay(balance, book.positions[pid], book.prices, book.flows[pid], days)
+        assert [navs[(pid, s.day)] for s in chain] == [s.nav for s in chain], pid
+
+
+def test_what_a_chunk_listing_plans_is_exactly_what_it_knows() -> None:
+    """ChunkListing.plan answers only where claim_owed_dates.sql's plan follows from the
+    listing alone, and says None (plan it) in every case around those."""
+    d, p, r = CALENDAR[3], CALENDAR[2], CALENDAR[3]
+    ids = [1, 2, 3, 4]
+
+    def plan(ends_on: int = 0, before: date | None = p, ends_before: int = 0, fresh: tuple[int, ...] = (),
+             start: date = d, report_from: date | None = r) -> batch.ChunkPlan | None:
+        return batch.ChunkListing(ids, ends_on, before, ends_before, frozenset(fresh)).plan(d, start, report_from)
+
+    rerun = plan(ends_on=4)
+    assert rerun is not None and (rerun.owed, rerun.starts) == ({}, {d: 4})
+    daily = plan(ends_before=2, fresh=(3, 4))
+    assert daily is not None
+    assert daily.owed == {i: [d] for i in ids} and daily.starts == {p: 2, d: 2}
+    assert daily.follows == {(1, d): p, (2, d): p, (3, d): None, (4, d): None}
+    assert daily.got == set() and daily.busy == frozenset()
+    first = plan(before=None, fresh=(1, 2, 3, 4))
+    assert first is not None and first.starts == {d: 4} and set(first.follows.values()) == {None}
+    assert plan(ends_on=3) is None                                    # one chain behind
+    assert plan(ends_before=3) is None                                # one further behind, or ahead
+    assert plan(ends_on=2, ends_before=2) is None                     # a mix of re-run and new date
+    assert plan(ends_before=2, fresh=(3, 4), start=CALENDAR[0]) is None   # a backfill: new ones owe more
+    assert plan(fresh=(1, 2, 3, 4), start=CALENDAR[0]) is None
+    assert plan(ends_before=4, report_from=CALENDAR[1]) is None       # ends after what the run reports
+    assert plan(ends_on=4, report_from=CALENDAR[2]) is None
+    assert plan(ends_before=4, report_from=None) is None
+    assert plan(ends_before=4, before=None) is None
+    assert batch.ChunkListing([]).plan(d, d, r) is None
