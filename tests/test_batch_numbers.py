@@ -183,3 +183,43 @@ def test_many_failures_are_counted_but_not_all_kept(db: Db) -> None:
     assert db.scalar("SELECT jsonb_array_length(failures) FROM batch_runs WHERE id = %s", out["run_id"]) == 100
     assert db.scalar("SELECT failed FROM batch_runs WHERE id = %s", out["run_id"]) == 1100
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0
+
+
+def test_capital_flows_are_summed_per_portfolio_from_its_own_previous_date(db: Db) -> None:
+    """The flows of one statement's portfolios are read in one index scan from the chunk's
+    earliest previous date; each portfolio still sums only its own flows in (B, D]: a
+    portfolio whose previous snapshot is older counts the flows since then, one with no
+    earlier price date at all counts every flow up to D, and a flow after D counts for none."""
+    from tests.test_claims import call
+
+    add_prices(db.conn, {"AAA": {MON: D(100), TUE: D(101), WED: D(102), THU: D(103)}})
+    old, recent, fresh = (add_portfolio(db.conn, name, 1000) for name in ("old", "recent", "fresh"))
+    for pid, day in ((old, MON), (recent, WED)):
+        db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, opening_equity,"
+                   " daily_pnl, capital_flow, net_asset_value, cumulative_pnl, long_value, short_value,"
+                   " gross_exposure, net_exposure, num_positions, completed_at)"
+                   " VALUES (%s, %s, true, 1000, 0, 0, 1000, 0, 0, 0, 0, 0, 0, now())", pid, day)
+    for pid in (old, recent, fresh):
+        for day, amount in ((FRI, 1), (MON, 10), (TUE, 100), (WED, 1000), (THU, 10000), (FRI2, 100000)):
+            add_flow(db.conn, pid, day, amount)
+    # THU for all three in one statement, not gap-free (as a repair replays): B is MON, WED, WED.
+    rows = call(db, "batch/insert_complete", 1, THU, [old, recent, fresh], False, [MON, WED, None])
+    assert len(rows[0][0]) == 3, rows
+    flows = dict(db.all("SELECT portfolio_id, capital_flow FROM portfolio_snapshots WHERE snapshot_date = %s",
+                        THU))
+    assert flows == {old: 11100, recent: 10000, fresh: 10000}
+    # No price date before D: B is NULL, every flow up to D counts (FRI, MON), even beside a
+    # portfolio whose B is a date (a legacy snapshot on a Sunday, not a price date).
+    first, legacy = add_portfolio(db.conn, "first", 0), add_portfolio(db.conn, "legacy", 0)
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, opening_equity,"
+               " daily_pnl, capital_flow, net_asset_value, cumulative_pnl, long_value, short_value,"
+               " gross_exposure, net_exposure, num_positions, completed_at)"
+               " VALUES (%s, %s, true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, now())", legacy, date(2026, 3, 1))
+    for pid in (first, legacy):
+        add_flow(db.conn, pid, FRI, 5)
+        add_flow(db.conn, pid, MON, 7)
+        add_flow(db.conn, pid, TUE, 9)
+    rows = call(db, "batch/insert_complete", 1, MON, [first, legacy], False, [None, date(2026, 3, 1)])
+    assert len(rows[0][0]) == 2, rows
+    assert dict(db.all("SELECT portfolio_id, capital_flow FROM portfolio_snapshots WHERE snapshot_date = %s",
+                       MON)) == {first: 12, legacy: 7, old: 0}
