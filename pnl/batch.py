@@ -175,7 +175,8 @@ class Finalized:
 
 @dataclass(frozen=True)
 class ChunkPlan:
-    """What claim_owed_dates.sql found and claimed for one chunk."""
+    """What claim_owed_dates.sql found and claimed for one chunk (or, with
+    nothing claimed, what a chunk's listing says it would find: ChunkListing.plan)."""
 
     owed: dict[int, list[date]]        # portfolio -> its owed dates, ascending
     got: set[tuple[int, date]]         # the slots this run now owns
@@ -199,8 +200,12 @@ class ChunkListing:
 
     def plan(self, day: date, start: date, report_from: date | None) -> ChunkPlan | None:
         """The plan claim_owed_dates.sql would make for this chunk (claim=False)
-        in a run of `day` (portfolios without a chain start at `start`), when the
-        listing already knows it, else None:
+        in a run of `day` (a price date; portfolios without a chain start at
+        `start`), when the listing already knows it, else None. Owed dates,
+        follows and starts are the query's; busy is empty (the listing does not
+        look for existing slots): a slot that exists (another run's claim) is
+        found by insert_complete.sql instead, which writes nothing for it, and
+        the two-step path takes it as it would from busy:
           * every chain ends on `day` (a re-run): nothing is owed;
           * each chain ends on the price date before `day`, or the portfolio was
             never run and starts on `day` (the daily run, a first run): each
@@ -215,14 +220,20 @@ class ChunkListing:
         if not n or report_from is None:
             return None
         if self.ends_on == n and day <= report_from:
-            return ChunkPlan({}, set(), 0, Counter({day: n}), frozenset(), {})
+            return ChunkPlan(owed={}, got=set(), reclaimed=0, starts=Counter({day: n}), busy=frozenset(),
+                             follows={})
         if self.ends_before + len(self.fresh) != n or (self.fresh and start != day):
             return None
-        if self.ends_before and (self.before is None or self.before > report_from):
-            return None
-        starts = Counter({d: k for d, k in ((self.before, self.ends_before), (day, len(self.fresh))) if k})
-        return ChunkPlan({p: [day] for p in self.ids}, set(), 0, starts, frozenset(),
-                         {(p, day): None if p in self.fresh else self.before for p in self.ids})
+        starts: Counter[date] = Counter()
+        if self.fresh:
+            starts[day] = len(self.fresh)
+        if self.ends_before:
+            if self.before is None or self.before > report_from:
+                return None
+            starts[self.before] = self.ends_before
+        return ChunkPlan(owed={p: [day] for p in self.ids}, got=set(), reclaimed=0, starts=starts,
+                         busy=frozenset(),
+                         follows={(p, day): None if p in self.fresh else self.before for p in self.ids})
 
 
 @dataclass
@@ -1064,16 +1075,14 @@ class _Chunks:
     async def next(self) -> ChunkListing:
         """The next chunk's ids, and where their chains end (ChunkListing); no ids
         at the end, or when the run is over (the server stayed away: link.gone)."""
-        ids: list[int] = []
         listing = ChunkListing([])
 
         async def fetch() -> None:
-            nonlocal ids, listing
+            nonlocal listing
             async with self.pool.acquire() as conn, planned_transaction(conn):
                 row = await conn.fetchrow(sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids,
                                           self.size, self.upper, self.day)
-            ids = list(row["ids"])
-            listing = ChunkListing(ids, row["ends_on"], row["before_date"], row["ends_before"],
+            listing = ChunkListing(list(row["ids"]), row["ends_on"], row["before_date"], row["ends_before"],
                                    frozenset(row["fresh_ids"]))
 
         async def find_start() -> None:
@@ -1088,16 +1097,16 @@ class _Chunks:
                 if self.start_id is not None:     # (None: the book shrank meanwhile; walk it from the lowest)
                     self.last_id = self.start_id - 1
             await self.link.step(fetch)
-            if not ids and self.start_id is not None and self.lap == 1 and self.link.gone is None:
+            if not listing.ids and self.start_id is not None and self.lap == 1 and self.link.gone is None:
                 self.lap, self.lap_1_end = 2, self.last_id
                 self.last_id, self.upper = 0, self.start_id       # the chunks before the first one
                 await self.link.step(fetch)
-            if not ids and self.lap == 2 and self.link.gone is None:
+            if not listing.ids and self.lap == 2 and self.link.gone is None:
                 self.lap = 3
                 self.last_id, self.upper = self.lap_1_end, None   # ids added since lap 1 passed the end
                 await self.link.step(fetch)
-            if ids:
-                self.last_id = ids[-1]
+            if listing.ids:
+                self.last_id = listing.ids[-1]
             return listing
 
 

@@ -6,6 +6,7 @@ NULL means "probe", and the batch role may write the new column."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import date, timedelta
 
@@ -13,6 +14,8 @@ import psycopg
 import pytest
 
 from pnl import batch
+from pnl.db import DbSettings, connect_pool, planned_transaction
+from pnl.queries import sql
 from tests.conftest import Db, quiet_stat, run_cli, run_in_process
 from tests.data import add_portfolio, random_book
 from tests.procs import TWO_STEP_ONLY_SQL, finish, start_batch, wait_for
@@ -457,8 +460,9 @@ def test_a_daily_run_writes_chunks_whose_chains_all_end_the_price_date_before_wi
     that plan from the chunk's listing and writes without asking claim_owed_dates.sql.
     Around it: a chunk with a chain further behind is planned and caught up in date order;
     a wrong equity_as_of (set by hand, which no trigger catches) is refused by
-    insert_complete.sql's check of the previous snapshot and re-planned, never written from
-    the wrong date; a slot another run holds is held. The rows are the reference's."""
+    insert_complete.sql (here as a gap: the date it names has no snapshot) and re-planned,
+    never written from the wrong date; a slot another run holds is held. The rows are the
+    reference's."""
     book = random_book(db.conn, 40, CALENDAR, seed=52)
     ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
     plans: list[tuple[list[int], bool]] = []
@@ -555,3 +559,46 @@ def test_what_a_chunk_listing_plans_is_exactly_what_it_knows() -> None:
     assert plan(ends_before=4, report_from=None) is None
     assert plan(ends_before=4, before=None) is None
     assert batch.ChunkListing([]).plan(d, d, r) is None
+
+
+def test_a_listing_plans_exactly_what_claim_owed_dates_plans(db: Db) -> None:
+    """Where ChunkListing.plan answers, its owed dates, follows and chain starts are the ones
+    claim_owed_dates.sql (plan only) returns for the same chunk on the same database; busy
+    is the one difference (the listing does not look for existing slots: insert_complete.sql
+    finds them)."""
+    random_book(db.conn, 12, CALENDAR, seed=53)
+    ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
+    run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat(),
+        *[a for p in ids[:8] for a in ("--portfolio", str(p))])          # 4 never run
+    holder = db.scalar("INSERT INTO batch_runs (run_date, host, pid, lease) VALUES (%s, 'elsewhere', 1,"
+                       " interval '1 hour') RETURNING id", CALENDAR[2])
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
+               " claimed_at, lease_expires_at) VALUES (%s, %s, false, %s, now(), now() + interval '1 hour')",
+               ids[3], CALENDAR[2], holder)
+
+    async def both(day: date) -> tuple[batch.ChunkPlan | None, batch.ChunkPlan]:
+        async with connect_pool(DbSettings(db.dsn)) as pool, pool.acquire() as conn:
+            async with planned_transaction(conn):
+                row = await conn.fetchrow(sql("batch/list_portfolio_chunk"), 0, None, 100, None, day)
+            listing = batch.ChunkListing(list(row["ids"]), row["ends_on"], row["before_date"], row["ends_before"],
+                                         frozenset(row["fresh_ids"]))
+            planned = await batch.claim_owed(conn, 0, day, ids, timedelta(minutes=15), [day] * len(ids),
+                                             claim=False, report_from=day)
+        return listing.plan(day, day, day), planned
+
+    def same(known: batch.ChunkPlan | None, planned: batch.ChunkPlan) -> None:
+        assert known is not None
+        assert (known.owed, known.follows, known.starts) == (planned.owed, planned.follows, planned.starts)
+        assert known.got == planned.got == set() and known.reclaimed == planned.reclaimed == 0
+
+    known, planned = asyncio.run(both(CALENDAR[2]))      # the daily run and a first run, one chunk
+    same(known, planned)
+    assert planned.starts == {CALENDAR[1]: 8, CALENDAR[2]: 4} and planned.busy == {ids[3]} and known.busy == set()
+    db.execute("DELETE FROM portfolio_snapshots WHERE batch_run_id = %s", holder)
+    run(db, "batch", "run", "--date", CALENDAR[2].isoformat())
+    known, planned = asyncio.run(both(CALENDAR[2]))      # the re-run
+    same(known, planned)
+    assert planned.owed == {} and planned.starts == {CALENDAR[2]: 12}
+    known, planned = asyncio.run(both(CALENDAR[3]))      # the next day
+    same(known, planned)
+    assert set(planned.follows.values()) == {CALENDAR[2]}

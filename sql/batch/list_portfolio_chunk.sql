@@ -8,10 +8,11 @@
 -- 0013), so for a chunk whose portfolios all end on $5 (a re-run: nothing
 -- owed), or each on the price date before $5 or on nothing (the daily run, a
 -- first run: each owes $5 alone) the run knows what batch/claim_owed_dates.sql
--- would plan without asking it (ChunkListing.plan in pnl/batch.py says when);
--- batch/insert_complete.sql still checks each slot's previous snapshot.
--- Run it after batch/plan_chunk_statements.sql (the probes on an empty,
--- analyzed snapshot table must not become sequential scans).
+-- would plan without asking it ($5 a price date, as a run's date is;
+-- ChunkListing.plan in pnl/batch.py says when); batch/insert_complete.sql
+-- still checks each slot's previous snapshot and refuses a gap.
+-- With $5 set, run it after batch/plan_chunk_statements.sql (the probes on an
+-- empty, analyzed snapshot table must not become sequential scans).
 --
 -- $1 last id of the previous chunk (bigint; 0 to start)
 -- $2 only these ids (bigint[]; NULL for every portfolio)

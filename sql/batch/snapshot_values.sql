@@ -164,8 +164,9 @@ per_portfolio AS (
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units > 0) AS long_value,
            sum(v.units * v.end_price) FILTER (WHERE v.open_at_d AND v.units < 0) AS short_value,
            count(*) FILTER (WHERE v.open_at_d AND v.units <> 0)            AS num_positions,
-           -- A plain array_agg keeps this a hash aggregate (DISTINCT or ORDER BY
-           -- inside an aggregate forces a sort of every row of the chunk).
+           -- A plain array_agg leaves the planner free to hash (DISTINCT or ORDER BY
+           -- inside an aggregate forces a sort of every row of the chunk); it picks
+           -- sort + group here, and hashing measured no faster (docs/scaling.md 5.0000).
            min(v.price_problem)                                            AS price_problem,
            array_agg(v.symbol) FILTER (WHERE v.price_problem IS NOT NULL)  AS problem_symbols,
            array_agg(v.price_problem) FILTER (WHERE v.price_problem IS NOT NULL) AS problem_codes
@@ -177,7 +178,9 @@ flows AS (
     -- the whole chunk (its ids as one array, dates from the chunk's earliest B), then a hash
     -- join. (A probe per portfolio, a LATERAL sum, cost ~20 ms per 5,000 portfolios in
     -- executor start-ups; a scan of the whole table, or of each portfolio's flows from its
-    -- first, would grow with their history.)
+    -- first, would grow with their history. This one reads each portfolio's flows from the
+    -- chunk's oldest B: the batch writes a statement's portfolios on one date, so their B is
+    -- normally one date; one with an old or no B widens the range for the statement.)
     SELECT b.portfolio_id, sum(f.amount) AS amount
       FROM capital_flows AS f
       JOIN base AS b ON b.portfolio_id = f.portfolio_id
