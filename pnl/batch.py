@@ -198,6 +198,12 @@ class ChunkListing:
     ends_before: int = 0
     fresh: frozenset[int] = frozenset()
 
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> ChunkListing:
+        """A row of batch/list_portfolio_chunk.sql."""
+        return cls(list(row["ids"]), row["ends_on"], row["before_date"], row["ends_before"],
+                   frozenset(row["fresh_ids"]))
+
     def plan(self, day: date, start: date, report_from: date | None) -> ChunkPlan | None:
         """The plan claim_owed_dates.sql would make for this chunk (claim=False)
         in a run of `day` (a price date; portfolios without a chain start at
@@ -1082,8 +1088,7 @@ class _Chunks:
             async with self.pool.acquire() as conn, planned_transaction(conn):
                 row = await conn.fetchrow(sql("batch/list_portfolio_chunk"), self.last_id, self.filter_ids,
                                           self.size, self.upper, self.day)
-            listing = ChunkListing(list(row["ids"]), row["ends_on"], row["before_date"], row["ends_before"],
-                                   frozenset(row["fresh_ids"]))
+            listing = ChunkListing.of(row)
 
         async def find_start() -> None:
             async with self.pool.acquire() as conn:
@@ -1124,11 +1129,8 @@ async def _main_pass(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int
             ids = listing.ids
             if not ids:
                 return
-            known = listing.plan(result.date, result.start, result.report_from)
-            if known is not None and not known.owed:
-                result.chain_starts.update(known.starts)       # a re-run: nothing to do
-            else:
-                await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts, link, known)
+            await _process_chunk(pool, result, ids, [result.start] * len(ids), False, opts, link,
+                                 listing.plan(result.date, result.start, result.report_from))
             done += len(ids)
             await _heartbeat(pool, result, every)
             if on_progress:

@@ -580,8 +580,7 @@ def test_a_listing_plans_exactly_what_claim_owed_dates_plans(db: Db) -> None:
         async with connect_pool(DbSettings(db.dsn)) as pool, pool.acquire() as conn:
             async with planned_transaction(conn):
                 row = await conn.fetchrow(sql("batch/list_portfolio_chunk"), 0, None, 100, None, day)
-            listing = batch.ChunkListing(list(row["ids"]), row["ends_on"], row["before_date"], row["ends_before"],
-                                         frozenset(row["fresh_ids"]))
+            listing = batch.ChunkListing.of(row)
             planned = await batch.claim_owed(conn, 0, day, ids, timedelta(minutes=15), [day] * len(ids),
                                              claim=False, report_from=day)
         return listing.plan(day, day, day), planned
