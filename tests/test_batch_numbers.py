@@ -185,6 +185,14 @@ def test_many_failures_are_counted_but_not_all_kept(db: Db) -> None:
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0
 
 
+def flat_snapshot(db: Db, pid: int, day: date, nav: int) -> None:
+    """A complete snapshot of `day` written by hand: NAV `nav`, no P&L, no flow, no positions."""
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, opening_equity,"
+               " daily_pnl, capital_flow, net_asset_value, cumulative_pnl, long_value, short_value,"
+               " gross_exposure, net_exposure, num_positions, completed_at)"
+               " VALUES (%s, %s, true, %s, 0, 0, %s, 0, 0, 0, 0, 0, 0, now())", pid, day, nav, nav)
+
+
 def test_capital_flows_are_summed_per_portfolio_from_its_own_previous_date(db: Db) -> None:
     """The flows of one statement's portfolios are read in one index scan from the chunk's
     earliest previous date; each portfolio still sums only its own flows in (B, D]: a
@@ -195,10 +203,7 @@ def test_capital_flows_are_summed_per_portfolio_from_its_own_previous_date(db: D
     add_prices(db.conn, {"AAA": {MON: D(100), TUE: D(101), WED: D(102), THU: D(103)}})
     old, recent, fresh = (add_portfolio(db.conn, name, 1000) for name in ("old", "recent", "fresh"))
     for pid, day in ((old, MON), (recent, WED)):
-        db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, opening_equity,"
-                   " daily_pnl, capital_flow, net_asset_value, cumulative_pnl, long_value, short_value,"
-                   " gross_exposure, net_exposure, num_positions, completed_at)"
-                   " VALUES (%s, %s, true, 1000, 0, 0, 1000, 0, 0, 0, 0, 0, 0, now())", pid, day)
+        flat_snapshot(db, pid, day, 1000)
     for pid in (old, recent, fresh):
         for day, amount in ((FRI, 1), (MON, 10), (TUE, 100), (WED, 1000), (THU, 10000), (FRI2, 100000)):
             add_flow(db.conn, pid, day, amount)
@@ -211,10 +216,7 @@ def test_capital_flows_are_summed_per_portfolio_from_its_own_previous_date(db: D
     # No price date before D: B is NULL, every flow up to D counts (FRI, MON), even beside a
     # portfolio whose B is a date (a legacy snapshot on a Sunday, not a price date).
     first, legacy = add_portfolio(db.conn, "first", 0), add_portfolio(db.conn, "legacy", 0)
-    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, opening_equity,"
-               " daily_pnl, capital_flow, net_asset_value, cumulative_pnl, long_value, short_value,"
-               " gross_exposure, net_exposure, num_positions, completed_at)"
-               " VALUES (%s, %s, true, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, now())", legacy, date(2026, 3, 1))
+    flat_snapshot(db, legacy, date(2026, 3, 1), 0)
     for pid in (first, legacy):
         add_flow(db.conn, pid, FRI, 5)
         add_flow(db.conn, pid, MON, 7)

@@ -45,6 +45,17 @@ def assert_as_of_is_chain_end(db: Db, expected: date | None) -> None:
             assert equity == nav, pid
 
 
+def hold_slot(db: Db, pid: int, day: date) -> int:
+    """Another run, alive, holds pid's slot of `day` (an unfinished claim with an hour's
+    lease): returns that run's id."""
+    holder = db.scalar("INSERT INTO batch_runs (run_date, host, pid, lease) VALUES (%s, 'elsewhere', 1,"
+                       " interval '1 hour') RETURNING id", day)
+    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
+               " claimed_at, lease_expires_at) VALUES (%s, %s, false, %s, now(), now() + interval '1 hour')",
+               pid, day, holder)
+    return holder
+
+
 def run(db: Db, *args: str) -> dict:
     res = run_cli(*args, "--json", dsn=db.dsn)
     assert res.code == 0, res.err
@@ -505,11 +516,7 @@ def test_a_daily_run_writes_chunks_whose_chains_all_end_the_price_date_before_wi
                "                    WHERE portfolio_id = %s AND snapshot_date = %s)"
                " WHERE id = %s", CALENDAR[2], wrong, CALENDAR[1], wrong)   # a hand fix gone wrong
     assert db.scalar("SELECT equity_as_of FROM portfolios WHERE id = %s", wrong) == CALENDAR[2]
-    holder = db.scalar("INSERT INTO batch_runs (run_date, host, pid, lease) VALUES (%s, 'elsewhere', 1,"
-                       " interval '1 hour') RETURNING id", CALENDAR[3])
-    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
-               " claimed_at, lease_expires_at) VALUES (%s, %s, false, %s, now(), now() + interval '1 hour')",
-               taken, CALENDAR[3], holder)
+    hold_slot(db, taken, CALENDAR[3])
     plans.clear()
     out = run_here("batch", "run", "--date", CALENDAR[3].isoformat(), "--chunk-size", "10", code=75)
     assert out["status"] == "held", out
@@ -570,11 +577,7 @@ def test_a_listing_plans_exactly_what_claim_owed_dates_plans(db: Db) -> None:
     ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
     run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[1].isoformat(),
         *[a for p in ids[:8] for a in ("--portfolio", str(p))])          # 4 never run
-    holder = db.scalar("INSERT INTO batch_runs (run_date, host, pid, lease) VALUES (%s, 'elsewhere', 1,"
-                       " interval '1 hour') RETURNING id", CALENDAR[2])
-    db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, batch_run_id,"
-               " claimed_at, lease_expires_at) VALUES (%s, %s, false, %s, now(), now() + interval '1 hour')",
-               ids[3], CALENDAR[2], holder)
+    holder = hold_slot(db, ids[3], CALENDAR[2])
 
     async def both(day: date) -> tuple[batch.ChunkPlan | None, batch.ChunkPlan]:
         async with connect_pool(DbSettings(db.dsn)) as pool, pool.acquire() as conn:
