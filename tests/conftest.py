@@ -154,10 +154,19 @@ def quiet_stat(db: Db, query: str, moved_from: tuple | None = None) -> tuple:
     of this database has ended and reported (a backend reports as it exits): the same
     reading twice, 0.3 s apart, and (moved_from) different from an earlier reading in
     its last column, for a run known to have moved it. For tests that count scans a
-    CLI run made."""
+    CLI run made.
+
+    This session's own counts are flushed first, each time: a backend holds them
+    back for up to a second after its last report (PGSTAT_MIN_INTERVAL), so a
+    reading taken right after the test's own setup could miss the setup's scans
+    (a TRUNCATE and an ANALYZE count 3 sequential scans) and see them land in
+    the reading after the run. On a loaded machine that happened (CI: 4 "scans
+    by the run" that were the setup's and the test's own count(*))."""
     deadline = time.monotonic() + 15
     seen: tuple | None = None
     while time.monotonic() < deadline:
+        # flushed as this statement's transaction ends (PostgreSQL 15+)
+        db.execute("SELECT pg_stat_force_next_flush()")
         others = db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
                            " AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
         now = db.one(query)
