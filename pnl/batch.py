@@ -74,6 +74,7 @@ MAX_RECORDED_FAILURES = 100      # kept in batch_runs.failures
 MAX_REPORTED_FAILURES = 1000     # kept in memory and in --json: memory stays flat however many fail
 WAIT_POLL_S = (0.05, 1.0)        # --wait: held claims are looked at again after 50 ms, doubling up to 1 s
 RECONNECT_PAUSE_S = (0.25, 5.0)  # a lost server is tried again after 250 ms, doubling up to 5 s
+STEP_RECONNECTS = 3              # a step of the run is tried again after at most this many reconnects
 MAX_REASON_DETAIL = 200          # characters of a database error's DETAIL kept in a failure reason
 PROGRESS_EVERY_S = 1.0           # the main pass records progress (the heartbeat) at most this often, and at
                                  # least every third of the lease: a chunk done in 20 ms need not write a row
@@ -764,7 +765,11 @@ class _Link:
 
     async def step(self, work: Callable[[], Awaitable[None]]) -> None:
         """Run a step of the run (not a chunk: those fail on their own), again
-        after a reconnect; a database error that remains ends the run."""
+        after a reconnect; a database error that remains ends the run. So does
+        a connection fault that comes back after STEP_RECONNECTS reconnects
+        that worked: the server answers, so the fault is this step's (a bug in
+        pnl, say), and trying it again forever would hang the run."""
+        reconnects = 0
         while self.gone is None:
             try:
                 await work()
@@ -772,8 +777,12 @@ class _Link:
             except DB_FAULTS as exc:
                 if not is_connection_fault(exc):
                     self.give_up(f"database error: {_first_line(exc)}")
+                elif reconnects >= STEP_RECONNECTS:
+                    self.give_up(f"database error: {_first_line(exc)} (again after {reconnects} reconnects "
+                                 f"that worked)")
                 elif not await self.recover(exc):
                     return
+                reconnects += 1
 
 
 RELEASED = "claims released"
