@@ -1193,6 +1193,24 @@ async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
         pass
 
 
+HOLE_REASON = ("no snapshot on {day}, but its chain goes on after it: a later date was computed across {day} "
+               "(its closes arrived late, or the snapshot was deleted), and runs only extend chains; rebuild "
+               "from there: pnl batch undo --from {day} --portfolio {pid}, then run again")
+
+
+async def _report_holes(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None) -> None:
+    """The run's reported dates that a selected chain skips (sql/batch/find_chain_holes.sql)
+    are failed, with the way out, not counted already done. The daily run (its
+    date the latest price date) has none by construction and reads no snapshot."""
+    days = [r.day for r in result.dates()]
+    async with pool.acquire() as conn, planned_transaction(conn):   # probes by index, whatever the statistics
+        rows = await conn.fetch(sql("batch/find_chain_holes"), filter_ids, days)
+    for r in rows:
+        dates = list(r["dates"])
+        result.fail(r["portfolio_id"], dates,
+                    HOLE_REASON.format(day=dates[0].isoformat(), pid=r["portfolio_id"]))
+
+
 async def _finish_held(pool: asyncpg.Pool, result: RunResult, opts: BatchOptions, stop: asyncio.Event | None,
                        workers: int, link: _Link) -> None:
     """After the pass: look at held slots again once; with opts.wait keep looking
@@ -1268,6 +1286,7 @@ async def run_range(
         await link.step(lambda: _fix_run_marks(pool, result, prices))
         await _main_pass(pool, result, filter_ids, opts, on_progress, stop, workers, link)
         await link.step(lambda: _finish_held(pool, result, opts, stop, workers, link))
+        await link.step(lambda: _report_holes(pool, result, filter_ids))
         await link.step(mark_abandoned)
         result.status = _status(result, bool(stop and stop.is_set()))
     except BaseException:

@@ -54,7 +54,7 @@ def _plain(value: object) -> object:
 
 # The checks `since` bounds (their headers say how); the others cost the same
 # at any depth (one probe per portfolio, the claims' partial index, the catalog).
-BOUNDED = ("broken_equity_chain", "duplicate_snapshots", "marks_differ_from_prices")
+BOUNDED = ("broken_equity_chain", "chain_skips_price_date", "duplicate_snapshots", "marks_differ_from_prices")
 
 
 async def run_checks(pool: asyncpg.Pool, since: date | None = None) -> list[CheckResult]:
