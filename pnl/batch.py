@@ -1200,9 +1200,13 @@ HOLE_REASON = ("no snapshot on {day}, but its chain goes on after it: a later da
 
 async def _report_holes(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None) -> None:
     """The run's reported dates that a selected chain skips (sql/batch/find_chain_holes.sql)
-    are failed, with the way out, not counted already done. The daily run (its
-    date the latest price date) has none by construction and reads no snapshot."""
-    days = [r.day for r in result.dates()]
+    are failed, with the way out, not counted already done. Only a date the run
+    counts already done can hide one (a date it wrote or failed is no hole), and
+    none on or after the latest price date can: a first run, a catch-up and the
+    daily run read no snapshot for it."""
+    days = [r.day for r in result.dates() if r.already_done > 0]
+    if not days:
+        return
     async with pool.acquire() as conn, planned_transaction(conn):   # probes by index, whatever the statistics
         rows = await conn.fetch(sql("batch/find_chain_holes"), filter_ids, days)
     for r in rows:
