@@ -56,12 +56,25 @@ _KEYWORD_SECRET = re.compile(
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 MIN_SECRET_LEN = 4  # shorter fragments are not searched for in free text (they would garble it)
 
-# The keyword/value keys pnl accepts (what asyncpg understands, plus application_name).
+# The keyword/value keys pnl accepts: what asyncpg understands, plus application_name,
+# and two of libpq's that asyncpg does not (a URL's unknown query fields become server
+# settings there, so `?connect_timeout=10` failed every statement): connect_timeout
+# and options, translated for asyncpg by asyncpg_connect_args.
 KEYWORDS = frozenset({
     "host", "port", "user", "password", "dbname", "passfile", "service", "servicefile", "application_name",
     "sslmode", "sslcert", "sslkey", "sslrootcert", "sslcrl", "sslpassword", "sslnegotiation",
     "ssl_min_protocol_version", "ssl_max_protocol_version", "target_session_attrs", "krbsrvname", "gsslib",
+    "connect_timeout", "options",
 })
+# libpq keywords asyncpg has no equivalent for: refused by name (exit 2), not ignored
+LIBPQ_UNSUPPORTED = frozenset({
+    "hostaddr", "client_encoding", "fallback_application_name", "keepalives", "keepalives_idle",
+    "keepalives_interval", "keepalives_count", "tcp_user_timeout", "replication", "gssencmode",
+    "channel_binding", "requirepeer", "require_auth", "sslcompression", "sslsni", "sslcertmode",
+    "gssdelegation", "load_balance_hosts", "requiressl",
+})
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_LIBPQ_ONLY = ("connect_timeout", "options")
 _DSN_HELP = ("percent-encode @ / ? # % in the user name and password (%40 %2F %3F %23 %25), or keep the "
              "password out of the DSN: a PGPASSFILE (~/.pgpass) line or PGPASSWORD")
 
@@ -89,6 +102,10 @@ def check_dsn(dsn: str | None) -> str:
         if problem:
             raise BadInput(f"the DSN (--dsn / DATABASE_URL) is not a usable postgresql:// URL: {problem}; "
                            f"{_DSN_HELP}")
+        for raw_key, raw_value in _query_fields(dsn.split("://", 1)[1]):
+            problem = _param_problem(unquote(raw_key).strip(), unquote(raw_value))
+            if problem:
+                raise BadInput(f"the DSN (--dsn / DATABASE_URL) is not a usable postgresql:// URL: {problem}")
         return dsn
     if "=" in dsn:
         return keyword_dsn_to_url(parse_keyword_dsn(dsn))
@@ -127,6 +144,81 @@ def _url_problem(dsn: str) -> str | None:
     if "@" in query and "@" not in authority:
         return "an '@' after the host"
     return None
+
+
+def _param_problem(key: str, value: str) -> str | None:
+    """Why a connection parameter's value cannot work (None: fine). Names the
+    parameter, never quotes a value (only these non-secret ones are checked)."""
+    if key == "connect_timeout" and not re.fullmatch(r"\s*-?\d+\s*", value):
+        return "connect_timeout is not a whole number of seconds"
+    if key == "sslmode" and value not in SSLMODES:
+        return f"sslmode must be one of {', '.join(SSLMODES)}"
+    if key == "port" and not all(p.strip().isascii() and p.strip().isdigit() for p in value.split(",")):
+        return "a port is not a number"
+    if key == "options":
+        try:
+            libpq_options(value)
+        except ValueError as exc:
+            return f"options: {exc}"
+    return None
+
+
+def libpq_options(value: str) -> dict[str, str]:
+    """libpq's `options` (`-c name=value`, `-cname=value`, `--name=value`, a
+    backslash escaping a blank) as server settings; ValueError for anything else."""
+    tokens, word, escaped = [], [], False
+    for c in value + " ":
+        if escaped:
+            word.append(c)
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c.isspace():
+            if word:
+                tokens.append("".join(word))
+                word = []
+        else:
+            word.append(c)
+    settings: dict[str, str] = {}
+    it = iter(tokens)
+    for token in it:
+        if token == "-c":
+            token = next(it, "")
+        elif token.startswith("-c"):
+            token = token[2:]
+        elif token.startswith("--"):
+            token = token[2:].replace("-", "_")
+        else:
+            raise ValueError("only -c name=value settings are supported")
+        name, eq, setting = token.partition("=")
+        if not eq or not _KEYWORD.fullmatch(name.replace(".", "_")):
+            raise ValueError("each -c needs name=value")
+        settings[name] = setting
+    return settings
+
+
+def asyncpg_connect_args(dsn: str) -> tuple[str, float | None, dict[str, str]]:
+    """The URL asyncpg is given, without the libpq-only fields it would send to the
+    server as settings, and what they mean for it: (url, connect timeout in seconds
+    (None: no limit), server settings from `options`). libpq's rules: connect_timeout
+    is whole seconds, at least 2, and 0 or less means no limit; absent, pnl's default."""
+    head, sep, query = dsn.partition("?")
+    if not sep:
+        return dsn, CONNECT_TIMEOUT_S, {}
+    timeout: float | None = CONNECT_TIMEOUT_S
+    settings: dict[str, str] = {}
+    kept = []
+    for field in query.split("&"):
+        raw_key, _, raw_value = field.partition("=")
+        key, value = unquote(raw_key).strip(), unquote(raw_value)
+        if key == "connect_timeout":
+            seconds = int(value)
+            timeout = float(max(seconds, 2)) if seconds > 0 else None
+        elif key == "options":
+            settings.update(libpq_options(value))
+        else:
+            kept.append(field)
+    return head + ("?" + "&".join(kept) if kept else ""), timeout, settings
 
 
 def _userinfo(url: str) -> str | None:
@@ -185,8 +277,15 @@ def parse_keyword_dsn(dsn: str) -> dict[str, str]:
             value.append(c)
             i += 1
         if key not in KEYWORDS:
-            raise fail(f"unknown keyword (accepted: {', '.join(sorted(KEYWORDS))})")
+            # named only when it is one of libpq's: an unknown word may be a piece of a
+            # password with a blank in it (password=abc def=ghi)
+            what = (f"libpq's {key!r} is not supported by pnl's driver" if key in LIBPQ_UNSUPPORTED
+                    else "unknown keyword")
+            raise fail(f"{what} (accepted: {', '.join(sorted(KEYWORDS))})")
         out[key] = "".join(value)
+        problem = _param_problem(key, out[key])
+        if problem:
+            raise fail(problem)
     if not out:
         raise fail("it is empty")
     return out
@@ -401,7 +500,7 @@ def yoyo_uri(dsn: str) -> str:
     return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
 
 
-def describe_connect_error(exc: BaseException) -> str:
+def describe_connect_error(exc: BaseException, timeout: float | None = CONNECT_TIMEOUT_S) -> str:
     if isinstance(exc, asyncpg.InvalidPasswordError):
         return "authentication failed (wrong user or password)"
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
@@ -413,7 +512,7 @@ def describe_connect_error(exc: BaseException) -> str:
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is PostgreSQL running and listening there?)"
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        return f"no answer within {CONNECT_TIMEOUT_S:.0f}s"
+        return f"no answer within {timeout:.0f}s" if timeout else "no answer"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -479,8 +578,9 @@ async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator
     background task that logs every failed attempt while the server is away;
     connections are opened on demand instead, and the first one here, so that
     a wrong DSN fails now, with one line."""
+    dsn, timeout, user_settings = asyncpg_connect_args(settings.dsn)
     pool = Pool(
-        settings.dsn,
+        dsn,
         connection_class=asyncpg.Connection,
         record_class=asyncpg.Record,
         min_size=0,
@@ -490,9 +590,11 @@ async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator
         setup=None,
         init=None,
         loop=None,
-        timeout=CONNECT_TIMEOUT_S,
+        timeout=timeout,
         command_timeout=None,
         server_settings={
+            # the DSN's options (-c name=value) first: pnl's own settings below win
+            **user_settings,
             "application_name": settings.application_name,
             "statement_timeout": str(settings.statement_timeout_ms),
             "lock_timeout": "30000",
@@ -510,7 +612,8 @@ async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         pool.terminate()
         raise DatabaseUnavailable(
-            f"cannot connect to {redact(settings.dsn)}: {scrub(describe_connect_error(exc), settings.dsn)}"
+            f"cannot connect to {redact(settings.dsn)}: "
+            f"{scrub(describe_connect_error(exc, timeout), settings.dsn)}"
         ) from None
     try:
         yield pool
