@@ -24,7 +24,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -750,7 +750,8 @@ def batch_undo_cmd(ctx: Context, from_day: DayRequest | None, portfolio: tuple[i
     ids = tuple(portfolio) or None
     preview = with_pool(ctx, lambda pool: undo_mod.undo(pool, from_day, ids, dry_run=True, chunk_size=chunk_size))
     if dry_run or not preview.removed:
-        _render_undo(preview, as_json)
+        # nothing to do and no --dry-run: say what is true (nothing changed), not "dry run"
+        _render_undo(replace(preview, dry_run=dry_run), as_json)
         return
     if not as_json:
         click.echo(f"undo will remove {preview.removed} snapshot(s) on or after {preview.from_date} of "
@@ -1016,7 +1017,7 @@ def repair_cmd(ctx: Context, portfolio: tuple[int, ...], from_date: DayRequest |
         return
     preview = plan.preview
     if dry_run or not preview.equity:
-        _render_repair(preview, as_json)
+        _render_repair(replace(preview, dry_run=dry_run), as_json)
         sys.exit(1 if preview.refused else 0)
     if not as_json:
         click.echo(f"repair will recompute {len(preview.changes)} snapshot(s) of {len(preview.equity)} portfolio(s), "
@@ -1041,6 +1042,7 @@ def _render_repair(r: repair.RepairResult, as_json: bool) -> None:
         emit_json(r.to_json())
         return
     head = ("dry run, nothing changed" if r.dry_run
+            else "nothing changed" if r.rescue_run_id is None
             else f"repair run #{r.rescue_run_id}, old rows in snapshot_repair_audit"
             + (", old marks in valuation_mark_repair_audit" if r.marks else ""))
     click.echo(f"{head}: {len(r.changes)} snapshot(s) of {len(r.equity)} portfolio(s), {r.changed} NAV(s) changed")

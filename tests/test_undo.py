@@ -175,3 +175,21 @@ def test_an_undo_killed_part_way_is_shown_by_status_and_restore_puts_it_back(db:
     assert whole(db) == before
     res = run_cli("status", "--no-verify", "--json", dsn=db.dsn)
     assert json.loads(res.out)["unfinished_rescue_runs"] == []
+
+
+def test_nothing_to_do_without_dry_run_is_not_reported_as_a_dry_run(db: Db) -> None:
+    """--yes with nothing to undo or repair changed nothing; the report says so, and
+    calls it a dry run only when --dry-run was given."""
+    backfilled(db, 3)
+    later = (CALENDAR[-1] + timedelta(days=30)).isoformat()
+    for extra, dry in ((("--yes",), False), (("--dry-run",), True)):
+        res = run_cli("batch", "undo", "--from", later, *extra, "--json", dsn=db.dsn)
+        assert res.code == 0, res.err
+        out = json.loads(res.out)
+        assert (out["removed"], out["dry_run"]) == (0, dry), out
+    pid = db.scalar("SELECT min(id) FROM portfolios")
+    res = run_cli("repair", "--portfolio", str(pid), "--from", later, "--yes", dsn=db.dsn)
+    assert "dry run" not in res.out + res.err, (res.out, res.err)
+    res = run_cli("repair", "--portfolio", str(pid), "--from", later, "--yes", "--json", dsn=db.dsn)
+    assert json.loads(res.out)["dry_run"] is False, res.out
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 3 * len(CALENDAR)
