@@ -749,7 +749,7 @@ def batch_undo_cmd(ctx: Context, from_day: DayRequest | None, portfolio: tuple[i
         raise click.UsageError("give --from DATE (or --restore RUN_ID)")
     ids = tuple(portfolio) or None
     preview = with_pool(ctx, lambda pool: undo_mod.undo(pool, from_day, ids, dry_run=True, chunk_size=chunk_size))
-    if dry_run or not preview.removed:
+    if dry_run or not (preview.removed or preview.dead_runs):
         # nothing to do and no --dry-run: say what is true (nothing changed), not "dry run"
         _render_undo(replace(preview, dry_run=dry_run), as_json)
         return
@@ -770,6 +770,11 @@ def _render_undo(r: undo_mod.UndoResult, as_json: bool) -> None:
     if as_json:
         emit_json(r.to_json())
         return
+    if r.dead_runs:
+        runs = ", ".join(f"#{n}" for n in r.dead_runs)
+        click.echo(f"batch run(s) {runs}: process gone on this host; "
+                   + ("would be marked abandoned, claims released" if r.dry_run
+                      else "marked abandoned, claims released"))
     if not r.removed:
         click.echo(f"nothing to undo: no complete snapshot on or after {r.from_date}")
         return

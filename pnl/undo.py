@@ -50,6 +50,23 @@ class LiveClaims:
     run_id: int | None
     claims: int
     lease_expires_at: datetime
+    host: str | None = None
+    pid: int | None = None
+
+    def process_gone_here(self) -> bool:
+        """True when the run was started on this host and its process no longer
+        exists (killed, OOM). A pid that exists again (reused) counts as alive:
+        the safe side. Containers that share a host name but not a process
+        table would look dead to each other: give them distinct host names."""
+        if self.run_id is None or self.host != socket.gethostname() or not self.pid or self.pid == os.getpid():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False                  # it exists (another user's process)
+        return False
 
 
 @dataclass
@@ -59,6 +76,9 @@ class UndoResult:
     run_id: int | None = None             # the undo's rescue run (None for a dry run)
     per_date: Counter[date] = field(default_factory=Counter)
     equity: list[EquityChange] = field(default_factory=list)
+    # batch runs found dead on this host (process gone): marked abandoned and their claims
+    # released instead of waiting out their lease (a dry run only names them)
+    dead_runs: list[int] = field(default_factory=list)
 
     @property
     def removed(self) -> int:
@@ -74,6 +94,7 @@ class UndoResult:
             "dates": [{"date": d.isoformat(), "snapshots": n} for d, n in sorted(self.per_date.items())],
             "equity": [{"portfolio_id": e.portfolio_id, "before": str(e.before), "after": str(e.after)}
                        for e in self.equity],
+            "dead_runs_abandoned": self.dead_runs,
         }
 
 
@@ -94,12 +115,29 @@ def _claims_message(claims: list[LiveClaims], day: date) -> str:
     more = f" and {len(claims) - 5} more run(s)" if len(claims) > 5 else ""
     return (f"refused: runs are computing dates on or after {day} (running, or holding unfinished claims on "
             f"these portfolios): {runs}{more}; undo would remove dates under them. Let them finish (or, for "
-            "a dead run's claims, `pnl cleanup`), then undo again")
+            "a run on another host that died, wait for its lease to end: a dead run on this host is noticed "
+            "and needs no waiting), then undo again")
 
 
-async def _live_claims(conn: asyncpg.Connection, day: date, ids: list[int] | None) -> list[LiveClaims]:
-    return [LiveClaims(r["batch_run_id"], r["claims"], r["lease_expires_at"])
-            for r in await conn.fetch(sql("undo/list_live_claims"), day, ids)]
+async def _live_claims(conn: asyncpg.Connection, day: date, ids: list[int] | None,
+                       ignore: frozenset[int] = frozenset()) -> list[LiveClaims]:
+    return [LiveClaims(r["batch_run_id"], r["claims"], r["lease_expires_at"], r["host"], r["pid"])
+            for r in await conn.fetch(sql("undo/list_live_claims"), day, ids)
+            if r["batch_run_id"] not in ignore]
+
+
+async def _settle_dead_runs(conn: asyncpg.Connection, day: date, ids: list[int] | None,
+                            result: UndoResult) -> list[LiveClaims]:
+    """The runs that block the undo, after the dead ones of this host are dealt
+    with: abandoned, their claims released (a dry run only names them)."""
+    claims = await _live_claims(conn, day, ids)
+    dead = [c.run_id for c in claims if c.run_id is not None and c.process_gone_here()]
+    if not dead:
+        return claims
+    result.dead_runs = dead
+    if not result.dry_run:
+        await conn.fetch(sql("runs/abandon_dead_runs"), dead, socket.gethostname())
+    return await _live_claims(conn, day, ids, ignore=frozenset(dead))
 
 
 async def _undo_chunk(conn: asyncpg.Connection, run_id: int | None, ids: list[int], day: date,
@@ -109,7 +147,7 @@ async def _undo_chunk(conn: asyncpg.Connection, run_id: int | None, ids: list[in
             if dry_run:  # the same statements, on temporary copies: needs no write privilege
                 await use_dry_run_copies(conn, "dryrun/copy_portfolios", ids)
             await conn.fetch(sql("batch/lock_portfolios"), ids)
-            claims = await _live_claims(conn, day, ids)
+            claims = await _live_claims(conn, day, ids, ignore=frozenset(result.dead_runs))
             if claims:
                 raise PnlError(_claims_message(claims, day))
             row = await conn.fetchrow(sql("undo/remove_snapshots"), run_id, ids, day)
@@ -134,11 +172,11 @@ async def undo(pool: asyncpg.Pool, from_day: DayRequest | date | str, portfolio_
             unknown = [r["id"] for r in await conn.fetch(sql("batch/find_unknown_portfolios"), ids)]
             if unknown:
                 raise BadInput(f"unknown portfolio id(s): {', '.join(map(str, unknown))}")
-        claims = await _live_claims(conn, day, ids)
+        result = UndoResult(from_date=day, dry_run=dry_run)
+        claims = await _settle_dead_runs(conn, day, ids, result)
         if claims:
             raise PnlError(_claims_message(claims, day))
         total = await conn.fetchval(sql("batch/count_portfolios"), ids)
-        result = UndoResult(from_date=day, dry_run=dry_run)
         if not dry_run:
             result.run_id = await conn.fetchval(sql("rescue/start_rescue_run"), "undo", socket.gethostname(),
                                                 os.getpid())

@@ -193,3 +193,51 @@ def test_nothing_to_do_without_dry_run_is_not_reported_as_a_dry_run(db: Db) -> N
     res = run_cli("repair", "--portfolio", str(pid), "--from", later, "--yes", "--json", dsn=db.dsn)
     assert json.loads(res.out)["dry_run"] is False, res.out
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 3 * len(CALENDAR)
+
+
+def test_undo_does_not_wait_out_the_lease_of_a_run_killed_on_this_host(db: Db) -> None:
+    """kill -9 of a batch run left its claims (lease 1h) and its 'running' row,
+    and undo refused until the lease ended (`pnl cleanup` removed the claims but
+    not the row). A run whose process is gone on this host (the host batch_runs
+    recorded) is now marked abandoned and its claims released; a live one, or
+    one recorded on another host, still blocks."""
+    import socket
+
+    from tests.procs import finish, held_at_finalize, hold_finalize, open_finalize, start_batch, wait_for
+    from tests.test_crash_safety import incomplete
+
+    first, day = CALENDAR[0], CALENDAR[1]
+    random_book(db.conn, 60, [first, day], seed=33)
+    assert run_cli("batch", "run", "--date", first.isoformat(), dsn=db.dsn).code == 0
+    hold_finalize(db.dsn, times=1)
+    victim = start_batch(db.dsn, "--date", day.isoformat(), "--chunk-size", "20", "--lease", "1h", "--workers", "1")
+    wait_for(lambda: held_at_finalize(db.dsn) == 1, what="the first chunk to be claimed and in flight")
+    run_id = db.scalar("SELECT max(id) FROM batch_runs")
+    # alive: refused, nothing changed
+    res = undo(db, "--from", first.isoformat(), "--yes")
+    assert res.code == 1 and f"run #{run_id}" in res.err, res.err
+    victim.kill()
+    victim.wait()
+    wait_for(lambda: held_at_finalize(db.dsn) == 0, what="the server to end the dead client's statement")
+    assert (incomplete(db), db.scalar("SELECT status FROM batch_runs WHERE id = %s", run_id)) == (20, "running")
+    # dead, but recorded on another host: this host cannot tell, still refused
+    db.execute("UPDATE batch_runs SET host = 'another-host' WHERE id = %s", run_id)
+    res = undo(db, "--from", first.isoformat(), "--yes")
+    assert res.code == 1 and f"run #{run_id}" in res.err and "another host" in res.err, res.err
+    db.execute("UPDATE batch_runs SET host = %s WHERE id = %s", socket.gethostname(), run_id)
+    # the dry run names it and changes nothing
+    dry = undo(db, "--from", first.isoformat(), "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert (json.loads(dry.out)["dead_runs_abandoned"], json.loads(dry.out)["removed"]) == ([run_id], 60)
+    assert incomplete(db) == 20
+    # the real undo abandons it, releases its claims, and removes the complete snapshots
+    res = undo(db, "--from", first.isoformat(), "--yes", "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert (out["dead_runs_abandoned"], out["removed"]) == ([run_id], 60)
+    assert db.scalar("SELECT status FROM batch_runs WHERE id = %s", run_id) == "abandoned"
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0
+    open_finalize(db.dsn)
+    # and the dates run again from scratch, exactly once
+    code, again, err = finish(start_batch(db.dsn, "--date", day.isoformat()))
+    assert code == 0 and again is not None and again["processed"] == 60, err

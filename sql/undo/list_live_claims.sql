@@ -10,8 +10,10 @@
 --
 -- $1 from date (date)   $2 only these portfolios (bigint[]; NULL for all)
 -- Returns one row per run: batch_run_id, claims (bigint; 0 for a running run
---   without claims), lease_expires_at (the latest claim's, or heartbeat + lease)
-SELECT x.batch_run_id, sum(x.claims)::bigint AS claims, max(x.lease_expires_at) AS lease_expires_at
+--   without claims), lease_expires_at (the latest claim's, or heartbeat + lease),
+--   host, pid (the run's process, from batch_runs; NULL for a claim without a run)
+SELECT x.batch_run_id, sum(x.claims)::bigint AS claims, max(x.lease_expires_at) AS lease_expires_at,
+       br.host, br.pid
   FROM (SELECT s.batch_run_id, count(*) AS claims, max(s.lease_expires_at) AS lease_expires_at
           FROM portfolio_snapshots AS s
          WHERE NOT s.is_complete
@@ -25,5 +27,6 @@ SELECT x.batch_run_id, sum(x.claims)::bigint AS claims, max(x.lease_expires_at) 
          WHERE r.status = 'running'
            AND r.run_date >= $1::date
            AND r.heartbeat_at + COALESCE(r.lease, interval '15 minutes') >= now()) AS x
- GROUP BY x.batch_run_id
+ LEFT JOIN batch_runs AS br ON br.id = x.batch_run_id
+ GROUP BY x.batch_run_id, br.host, br.pid
  ORDER BY x.batch_run_id;
