@@ -54,19 +54,23 @@ class LiveClaims:
     pid: int | None = None
 
     def process_gone_here(self) -> bool:
-        """True when the run was started on this host and its process no longer
-        exists (killed, OOM). A pid that exists again (reused) counts as alive:
-        the safe side. Containers that share a host name but not a process
-        table would look dead to each other: give them distinct host names."""
-        if self.run_id is None or self.host != socket.gethostname() or not self.pid or self.pid == os.getpid():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return True
-        except OSError:
-            return False                  # it exists (another user's process)
+        return self.run_id is not None and process_gone_here(self.host, self.pid)
+
+
+def process_gone_here(host: str | None, pid: int | None) -> bool:
+    """True when a run was started on this host and its process no longer
+    exists (killed, OOM). A pid that exists again (reused) counts as alive: the
+    safe side. Containers that share a host name but not a process table would
+    look dead to each other: give them distinct host names."""
+    if host != socket.gethostname() or not pid or pid == os.getpid():
         return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False                      # it exists (another user's process)
+    return False
 
 
 @dataclass
@@ -79,6 +83,8 @@ class UndoResult:
     # batch runs found dead on this host (process gone): marked abandoned and their claims
     # released instead of waiting out their lease (a dry run only names them)
     dead_runs: list[int] = field(default_factory=list)
+    # older undo runs, killed or failed part-way, that this one completed (marked done)
+    settled_undos: list[int] = field(default_factory=list)
 
     @property
     def removed(self) -> int:
@@ -95,6 +101,7 @@ class UndoResult:
             "equity": [{"portfolio_id": e.portfolio_id, "before": str(e.before), "after": str(e.after)}
                        for e in self.equity],
             "dead_runs_abandoned": self.dead_runs,
+            "interrupted_undos_completed": self.settled_undos,
         }
 
 
@@ -201,7 +208,19 @@ async def undo(pool: asyncpg.Pool, from_day: DayRequest | date | str, portfolio_
                 on_progress(done, total)
         if result.run_id is not None:
             await _finish(conn, result, "done")
+            result.settled_undos = await _settle_interrupted(conn, result.run_id)
     return result
+
+
+async def _settle_interrupted(conn: asyncpg.Connection, run_id: int) -> list[int]:
+    """Older undo runs that were killed or failed part-way and that this one
+    completed: marked done (finished_by), no longer UNFINISHED in status. One
+    still running elsewhere, or whose process lives, is left alone."""
+    rows = await conn.fetch(sql("undo/list_interrupted_undos"), run_id)
+    ended = [r["id"] for r in rows if r["status"] == "failed" or process_gone_here(r["host"], r["pid"])]
+    if not ended:
+        return []
+    return [r["id"] for r in await conn.fetch(sql("undo/settle_interrupted_undos"), run_id, ended)]
 
 
 async def _finish(conn: asyncpg.Connection, result: UndoResult, status: str) -> None:

@@ -137,9 +137,9 @@ def test_undo_then_backfill_rebuilds_history_from_an_earlier_date(db: Db) -> Non
         assert navs == [(s.day, s.nav) for s in chain], pid
 
 
-def test_an_undo_killed_part_way_is_shown_by_status_and_restore_puts_it_back(db: Db) -> None:
-    """kill -9 in the middle of an undo (one transaction per chunk): `pnl status` must not look healthy
-    and quiet; it names the unfinished undo run and how to finish it or put it back."""
+def killed_undo(db: Db) -> int:
+    """An undo from CALENDAR[2] (one portfolio a chunk) killed with SIGKILL after its
+    first chunk committed; returns its rescue run id."""
     import os
     import signal
     import subprocess
@@ -148,8 +148,6 @@ def test_an_undo_killed_part_way_is_shown_by_status_and_restore_puts_it_back(db:
     import psycopg
 
     from tests.procs import ROOT, wait_for
-    backfilled(db)
-    before = whole(db)
     ids = [r[0] for r in db.all("SELECT id FROM portfolios ORDER BY id")]
     blocker = psycopg.connect(db.dsn)
     try:
@@ -164,8 +162,17 @@ def test_an_undo_killed_part_way_is_shown_by_status_and_restore_puts_it_back(db:
         proc.wait()
     finally:
         blocker.close()
-    run_id = db.scalar("SELECT id FROM rescue_runs WHERE kind = 'undo'")
+    run_id = db.scalar("SELECT max(id) FROM rescue_runs WHERE kind = 'undo'")
     assert db.scalar("SELECT status FROM rescue_runs WHERE id = %s", run_id) == "running"
+    return int(run_id)
+
+
+def test_an_undo_killed_part_way_is_shown_by_status_and_restore_puts_it_back(db: Db) -> None:
+    """kill -9 in the middle of an undo (one transaction per chunk): `pnl status` must not look healthy
+    and quiet; it names the unfinished undo run and how to finish it or put it back."""
+    backfilled(db)
+    before = whole(db)
+    run_id = killed_undo(db)
     res = run_cli("status", "--no-verify", dsn=db.dsn)
     assert res.code == 0, res.err
     assert f"UNFINISHED undo run #{run_id} (running" in res.out and f"pnl batch undo --restore {run_id}" in res.out
@@ -175,6 +182,29 @@ def test_an_undo_killed_part_way_is_shown_by_status_and_restore_puts_it_back(db:
     assert whole(db) == before
     res = run_cli("status", "--no-verify", "--json", dsn=db.dsn)
     assert json.loads(res.out)["unfinished_rescue_runs"] == []
+
+
+def test_running_a_killed_undo_again_finishes_it_and_status_says_so(db: Db) -> None:
+    """status's advice for a killed undo is "run the same command again": that run
+    finished the work but the killed run stayed UNFINISHED forever. The new run marks
+    it done (finished_by); restoring both puts the book back as it was."""
+    backfilled(db)
+    before = whole(db)
+    killed = killed_undo(db)
+    res = undo(db, "--from", CALENDAR[2].isoformat(), "--yes", "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["interrupted_undos_completed"] == [killed]
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_date >= %s", CALENDAR[2]) == 0
+    assert db.one("SELECT status, summary->>'finished_by' FROM rescue_runs WHERE id = %s", killed) == \
+        ("done", str(out["run_id"]))
+    st = run_cli("status", "--no-verify", "--json", dsn=db.dsn)
+    assert json.loads(st.out)["unfinished_rescue_runs"] == []
+    assert "UNFINISHED" not in run_cli("status", "--no-verify", dsn=db.dsn).out
+    # the two removed different portfolios: each is put back on its own
+    assert undo(db, "--restore", str(killed), "--yes").code == 0
+    assert undo(db, "--restore", str(out["run_id"]), "--yes").code == 0
+    assert whole(db) == before
 
 
 def test_nothing_to_do_without_dry_run_is_not_reported_as_a_dry_run(db: Db) -> None:
