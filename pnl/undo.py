@@ -246,8 +246,9 @@ async def restore(pool: asyncpg.Pool, run_id: int) -> RestoreResult:
                 newest = later[0]
                 runs = ", ".join(f"#{r['rescue_run_id']}" for r in later)
                 raise PnlError(
-                    f"refused: undo run(s) {runs}, newer than #{run_id}, removed snapshots of the same portfolios "
-                    f"(e.g. portfolio {newest['example_portfolio_id']}) and are not restored; undo runs are restored "
+                    f"refused: undo run(s) {runs}, newer than #{run_id}, removed earlier snapshots of the same "
+                    f"portfolios (e.g. portfolio {newest['example_portfolio_id']}) and are not restored; such undo "
+                    f"runs are restored "
                     f"newest first: pnl batch undo --restore {newest['rescue_run_id']} --yes, then this one; "
                     "nothing was changed")
             refilled = await conn.fetch(sql("undo/find_refilled_slots"), run_id)

@@ -271,3 +271,26 @@ def test_undo_does_not_wait_out_the_lease_of_a_run_killed_on_this_host(db: Db) -
     # and the dates run again from scratch, exactly once
     code, again, err = finish(start_batch(db.dsn, "--date", day.isoformat()))
     assert code == 0 and again is not None and again["processed"] == 60, err
+
+
+def test_the_advice_of_a_refused_restore_leads_out_not_in_a_circle(db: Db) -> None:
+    """Undo, run the dates again, restore: refused (the slots were filled again),
+    advising an undo of those dates. That undo is newer than the first, and restore
+    then asked for it to be restored first, which fills the slots again: a circle.
+    A newer undo that removed only dates in the older one's range (or after) no
+    longer blocks: the advice works, and the book is exactly what the first undo
+    removed. One that removed earlier dates still blocks (test_equity_as_of)."""
+    backfilled(db)
+    before = whole(db)
+    first = json.loads(undo(db, "--from", CALENDAR[2].isoformat(), "--yes", "--json").out)
+    assert run_cli("batch", "run", "--date", CALENDAR[-1].isoformat(), dsn=db.dsn).code == 0
+    res = undo(db, "--restore", str(first["run_id"]), "--yes")
+    assert res.code == 1 and f"--from {CALENDAR[2]}" in res.err, res.err
+    second = json.loads(undo(db, "--from", CALENDAR[2].isoformat(), "--yes", "--json").out)
+    res = undo(db, "--restore", str(first["run_id"]), "--yes")
+    assert res.code == 0, res.err
+    assert whole(db) == before
+    # the second undo's rows (the re-run's) cannot come back over them
+    res = undo(db, "--restore", str(second["run_id"]), "--yes")
+    assert res.code == 1 and "filled again" in res.err
+    assert whole(db) == before
