@@ -187,6 +187,14 @@ class Refused(PnlError):
     """The user did not confirm (or could not: no terminal); nothing was changed."""
 
 
+class Terminated(Exception):
+    """SIGTERM to a command other than a batch run (which stops gracefully: Stopper)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def fail(exc: BaseException) -> tuple[str, int]:
     """THE error mapping: (message, exit code) for any error that ends a command.
     main() passes every message through pnl.db.scrub (the one place credentials
@@ -208,6 +216,9 @@ def fail(exc: BaseException) -> tuple[str, int]:
         return (exc.strerror or first_line(exc)) + (f": {exc.filename}" if exc.filename else ""), 1
     if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
         return "aborted; nothing more was done", 130
+    if isinstance(exc, Terminated):
+        return ("stopped by SIGTERM; nothing more was done (a statement in flight was rolled back; an undo or "
+                "dedupe keeps the chunks it committed: `pnl status`)"), 128 + signal.SIGTERM
     return f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug in pnl: please report it)", 1
 
 
@@ -1292,6 +1303,9 @@ def main(args: list[str] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ScrubbingFormatter(dsns, secrets, "pnl: %(name)s: %(message)s"))
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    # SIGTERM ends any command with its one line (and JSON), like SIGINT; a batch run
+    # replaces this handler with its graceful stop while it runs (Stopper).
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         cli.main(argv, prog_name="pnl", standalone_mode=False)
     except click.exceptions.Exit as exc:
@@ -1303,6 +1317,8 @@ def main(args: list[str] | None = None) -> None:
             emit_json({"error": message, "exit_code": code})
         click.echo(f"pnl: error: {message}", err=True)
         sys.exit(code)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

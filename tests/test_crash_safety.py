@@ -272,3 +272,39 @@ def test_cleanup_lists_and_deletes_only_old_unfinished_claims(db: Db) -> None:
         (pids[2], False), (pids[0], True)]
     bad = run_cli("cleanup", "--older-than", "soon", dsn=db.dsn)
     assert bad.code == 2 and "not a duration" in bad.err
+
+
+@pytest.mark.parametrize("command", [("verify",), ("status",), ("batch", "undo", "--from", DAY.isoformat(), "--yes")])
+def test_sigterm_to_any_command_ends_it_with_its_one_line_and_json(db: Db, command: tuple[str, ...]) -> None:
+    """A batch run stops gracefully on SIGTERM (above); every other command died
+    silently (a supervisor's stop, a deploy): --json printed nothing at all. Now
+    it prints its one JSON object and exits 143, and changes nothing more."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, wait_for
+
+    random_book(db.conn, 5, [DAY])
+    assert run_cli("batch", "run", "--date", DAY.isoformat(), dsn=db.dsn).code == 0
+    before = db.all("SELECT id, net_asset_value FROM portfolio_snapshots ORDER BY id")
+    blocker = psycopg.connect(db.dsn)
+    try:
+        # every one of these commands reads the snapshot table: it waits for this lock
+        blocker.execute("BEGIN")
+        blocker.execute("LOCK TABLE portfolio_snapshots IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *command, "--json"],
+                                env={**os.environ, "DATABASE_URL": db.dsn}, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: db.scalar("SELECT count(*) FROM pg_locks WHERE NOT granted"
+                                   " AND relation = 'portfolio_snapshots'::regclass") > 0,
+                 what="the command to wait for the lock")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert proc.returncode == 143, (out, err)
+    assert json.loads(out) == {"error": json.loads(out)["error"], "exit_code": 143}
+    assert "SIGTERM" in json.loads(out)["error"] and "Traceback" not in err, err
+    assert db.all("SELECT id, net_asset_value FROM portfolio_snapshots ORDER BY id") == before
