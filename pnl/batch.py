@@ -768,7 +768,9 @@ class _Link:
         after a reconnect; a database error that remains ends the run. So does
         a connection fault that comes back after STEP_RECONNECTS reconnects
         that worked: the server answers, so the fault is this step's (a bug in
-        pnl, say), and trying it again forever would hang the run."""
+        pnl, say), and trying it again forever would hang the run. Only reconnects
+        that worked at once count: a server that was really away (a failover
+        waited for) starts the count again."""
         reconnects = 0
         while self.gone is None:
             try:
@@ -777,12 +779,16 @@ class _Link:
             except DB_FAULTS as exc:
                 if not is_connection_fault(exc):
                     self.give_up(f"database error: {_first_line(exc)}")
-                elif reconnects >= STEP_RECONNECTS:
-                    self.give_up(f"database error: {_first_line(exc)} (again after {reconnects} reconnects "
-                                 f"that worked)")
-                elif not await self.recover(exc):
                     return
-                reconnects += 1
+                if reconnects >= STEP_RECONNECTS:
+                    self.give_up(f"database error: {_first_line(exc)} (again after {reconnects} reconnects "
+                                 f"that worked at once: the server answers)")
+                    return
+                began = time.monotonic()
+                if not await self.recover(exc):
+                    return
+                at_once = time.monotonic() - began < RECONNECT_PAUSE_S[0]
+                reconnects = reconnects + 1 if at_once else 0
 
 
 RELEASED = "claims released"
@@ -1199,12 +1205,18 @@ HOLE_REASON = ("no snapshot on {day}, but its chain goes on after it: a later da
 
 
 async def _report_holes(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None) -> None:
-    """The run's reported dates that a selected chain skips (sql/batch/find_chain_holes.sql)
-    are failed, with the way out, not counted already done. Only a date the run
+    """The dates the operator asked for (a backfill's price dates, `--date D`: the run's
+    report dates) that a selected chain skips (sql/batch/find_chain_holes.sql) are
+    failed, with the way out, not counted already done. Only such a date the run
     counts already done can hide one (a date it wrote or failed is no hole), and
-    none on or after the latest price date can: a first run, a catch-up and the
-    daily run read no snapshot for it."""
-    days = [r.day for r in result.dates() if r.already_done > 0]
+    none on or after the latest price date can: the daily run reads no snapshot
+    for it, also while some portfolio catches up (its catch-up dates are not
+    report dates; `pnl verify` names holes anywhere). A stopped run skips it: it
+    has not reached every portfolio."""
+    if result.error is not None:
+        return
+    asked = set(result.report_dates)
+    days = [r.day for r in result.dates() if r.day in asked and r.already_done > 0]
     if not days:
         return
     async with pool.acquire() as conn, planned_transaction(conn):   # probes by index, whatever the statistics
@@ -1290,7 +1302,8 @@ async def run_range(
         await link.step(lambda: _fix_run_marks(pool, result, prices))
         await _main_pass(pool, result, filter_ids, opts, on_progress, stop, workers, link)
         await link.step(lambda: _finish_held(pool, result, opts, stop, workers, link))
-        await link.step(lambda: _report_holes(pool, result, filter_ids))
+        if not (stop and stop.is_set()):
+            await link.step(lambda: _report_holes(pool, result, filter_ids))
         await link.step(mark_abandoned)
         result.status = _status(result, bool(stop and stop.is_set()))
     except BaseException:

@@ -39,7 +39,7 @@ def test_a_step_that_fails_with_the_server_answering_ends_the_run_instead_of_ret
     out = json.loads(res.out)
     assert out["status"] == "failed"
     assert "another operation is in progress" in out["error"]
-    assert "again after 3 reconnects" in out["error"]
+    assert "again after 3 reconnects that worked at once" in out["error"]
     assert calls == 4                      # the first try and one after each of 3 reconnects
     assert db.scalar("SELECT status FROM batch_runs") == "failed"
     assert db.scalar("SELECT count(*) FROM portfolio_snapshots") == 0

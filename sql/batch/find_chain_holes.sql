@@ -1,4 +1,4 @@
--- find_chain_holes: of the dates a run reports, the ones a selected portfolio
+-- find_chain_holes: of the dates a run was asked for, the ones a selected portfolio
 -- has no snapshot on (no row at all: a claim is someone's work, not a hole)
 -- although its chain goes on after them (a complete snapshot before and one
 -- after). Runs only extend chains, so a run would count such a date "already
@@ -6,8 +6,10 @@
 -- reports it failed instead, with the way out (undo from it, run again).
 -- See sql/verify/chain_skips_price_date.sql for how holes happen.
 --
--- A hole needs a complete snapshot after the date, so a run whose dates are
--- all on or after the latest price date (the daily run) finds none without
+-- The caller passes only the dates it was asked for (a backfill's price dates,
+-- `--date D`) that it counts already done for someone; catch-up dates are
+-- not among them. A hole needs a complete snapshot after the date, so dates
+-- all on or after the latest price date (the daily run) find none without
 -- reading a snapshot: the whole statement is gated on that (one probe).
 -- Otherwise, per selected portfolio whose chain may end after the first date
 -- (equity_as_of, when known): the first and the last complete snapshot (one
@@ -16,7 +18,7 @@
 -- Run it after batch/plan_chunk_statements.sql (its probes, planned on a
 -- snapshot table the statistics think empty, are sequential scans otherwise).
 --
--- $1 portfolio ids (bigint[]; NULL = every portfolio)   $2 the run's reported dates (date[])
+-- $1 portfolio ids (bigint[]; NULL = every portfolio)   $2 dates the run was asked for (date[])
 -- Returns one row per portfolio with a hole: portfolio_id, dates (date[],
 -- ascending: the reported dates it has no snapshot on)
 WITH days AS MATERIALIZED (
