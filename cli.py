@@ -786,6 +786,9 @@ def _render_undo(r: undo_mod.UndoResult, as_json: bool) -> None:
         click.echo(f"batch run(s) {runs}: process gone on this host; "
                    + ("would be marked abandoned, claims released" if r.dry_run
                       else "marked abandoned, claims released"))
+    if r.settled_undos:
+        click.echo("completed the interrupted undo run(s) " + ", ".join(f"#{n}" for n in r.settled_undos)
+                   + ": marked done (each is still restored on its own)")
     if not r.removed:
         click.echo(f"nothing to undo: no complete snapshot on or after {r.from_date}")
         return
@@ -800,9 +803,6 @@ def _render_undo(r: undo_mod.UndoResult, as_json: bool) -> None:
         click.echo(f"  portfolio {e.portfolio_id} equity: {e.before} -> {e.after}")
     if len(r.equity) > MAX_FAILURES_SHOWN:
         click.echo(f"  ... {len(r.equity) - MAX_FAILURES_SHOWN} more equity change(s) (--json lists them all)")
-    if r.settled_undos:
-        click.echo("completed the interrupted undo run(s) " + ", ".join(f"#{n}" for n in r.settled_undos)
-                   + ": marked done (each is still restored on its own)")
     if not r.dry_run:
         click.echo(f"to put it all back: pnl batch undo --restore {r.run_id}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -103,7 +104,11 @@ def check_dsn(dsn: str | None) -> str:
             raise BadInput(f"the DSN (--dsn / DATABASE_URL) is not a usable postgresql:// URL: {problem}; "
                            f"{_DSN_HELP}")
         for raw_key, raw_value in _query_fields(dsn.split("://", 1)[1]):
-            problem = _param_problem(unquote(raw_key).strip(), unquote(raw_value))
+            key = unquote(raw_key).strip()
+            if key in LIBPQ_UNSUPPORTED:    # asyncpg would send it to the server as a setting
+                raise BadInput(f"the DSN (--dsn / DATABASE_URL) has libpq's {key!r}, which pnl's driver does "
+                               f"not support; remove it")
+            problem = _param_problem(key, unquote(raw_value))
             if problem:
                 raise BadInput(f"the DSN (--dsn / DATABASE_URL) is not a usable postgresql:// URL: {problem}")
         return dsn
@@ -595,7 +600,8 @@ async def connect_pool(settings: DbSettings, max_size: int = 2) -> AsyncIterator
         server_settings={
             # the DSN's options (-c name=value) first: pnl's own settings below win
             **user_settings,
-            "application_name": settings.application_name,
+            # the process, for a DBA and for pnl itself (sql/runs/connected_processes.sql)
+            "application_name": f"{settings.application_name}/{os.getpid()}",
             "statement_timeout": str(settings.statement_timeout_ms),
             "lock_timeout": "30000",
             # Every statement here is a big set-based one whose plan depends on the

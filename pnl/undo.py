@@ -53,15 +53,24 @@ class LiveClaims:
     host: str | None = None
     pid: int | None = None
 
-    def process_gone_here(self) -> bool:
-        return self.run_id is not None and process_gone_here(self.host, self.pid)
+
+async def processes_gone(conn: asyncpg.Connection, runs: list[tuple[str | None, int | None]]) -> set[int]:
+    """The pids of these (host, pid) runs that are dead for certain: started on this
+    host, no such process here, and no session of it on the server (a machine or
+    container sharing the host name would still have one)."""
+    candidates = {pid for host, pid in runs if pid and process_gone_here(host, pid)}
+    if not candidates:
+        return set()
+    connected = {r["application_name"] for r in
+                 await conn.fetch(sql("runs/connected_processes"), [f"pnl/{p}" for p in candidates])}
+    return {p for p in candidates if f"pnl/{p}" not in connected}
 
 
 def process_gone_here(host: str | None, pid: int | None) -> bool:
     """True when a run was started on this host and its process no longer
-    exists (killed, OOM). A pid that exists again (reused) counts as alive: the
-    safe side. Containers that share a host name but not a process table would
-    look dead to each other: give them distinct host names."""
+    exists here (killed, OOM). A pid that exists again (reused) counts as alive:
+    the safe side. Alone it cannot tell a machine or container that shares the
+    host name: processes_gone also asks the server for the process's sessions."""
     if host != socket.gethostname() or not pid or pid == os.getpid():
         return False
     try:
@@ -81,7 +90,7 @@ class UndoResult:
     per_date: Counter[date] = field(default_factory=Counter)
     equity: list[EquityChange] = field(default_factory=list)
     # batch runs found dead on this host (process gone): marked abandoned and their claims
-    # released instead of waiting out their lease (a dry run only names them)
+    # released instead of waiting out their lease (a dry run only names them: "would be")
     dead_runs: list[int] = field(default_factory=list)
     # older undo runs, killed or failed part-way, that this one completed (marked done)
     settled_undos: list[int] = field(default_factory=list)
@@ -100,7 +109,7 @@ class UndoResult:
             "dates": [{"date": d.isoformat(), "snapshots": n} for d, n in sorted(self.per_date.items())],
             "equity": [{"portfolio_id": e.portfolio_id, "before": str(e.before), "after": str(e.after)}
                        for e in self.equity],
-            "dead_runs_abandoned": self.dead_runs,
+            "dead_runs": self.dead_runs,
             "interrupted_undos_completed": self.settled_undos,
         }
 
@@ -116,9 +125,11 @@ class RestoreResult:
 
 
 def _claims_message(claims: list[LiveClaims], day: date) -> str:
+    here = socket.gethostname()
     runs = ", ".join(f"run #{c.run_id} ("
                      + (f"{c.claims} claim(s), lease until" if c.claims else "running, alive until at least")
-                     + f" {c.lease_expires_at:%Y-%m-%d %H:%M:%S%z})" for c in claims[:5])
+                     + f" {c.lease_expires_at:%Y-%m-%d %H:%M:%S%z}"
+                     + (f", on host {c.host}" if c.host and c.host != here else "") + ")" for c in claims[:5])
     more = f" and {len(claims) - 5} more run(s)" if len(claims) > 5 else ""
     return (f"refused: runs are computing dates on or after {day} (running, or holding unfinished claims on "
             f"these portfolios): {runs}{more}; undo would remove dates under them. Let them finish (or, for "
@@ -138,7 +149,8 @@ async def _settle_dead_runs(conn: asyncpg.Connection, day: date, ids: list[int] 
     """The runs that block the undo, after the dead ones of this host are dealt
     with: abandoned, their claims released (a dry run only names them)."""
     claims = await _live_claims(conn, day, ids)
-    dead = [c.run_id for c in claims if c.run_id is not None and c.process_gone_here()]
+    gone = await processes_gone(conn, [(c.host, c.pid) for c in claims if c.run_id is not None])
+    dead = [c.run_id for c in claims if c.run_id is not None and c.pid in gone]
     if not dead:
         return claims
     result.dead_runs = dead
@@ -187,6 +199,7 @@ async def undo(pool: asyncpg.Pool, from_day: DayRequest | date | str, portfolio_
         if not dry_run:
             result.run_id = await conn.fetchval(sql("rescue/start_rescue_run"), "undo", socket.gethostname(),
                                                 os.getpid())
+            await conn.execute(sql("undo/record_undo_scope"), result.run_id, day, ids)
         last_id, done = 0, 0
         while True:
             chunk = list(await conn.fetchval(sql("batch/list_portfolio_chunk"), last_id, ids, chunk_size, None,
@@ -208,19 +221,21 @@ async def undo(pool: asyncpg.Pool, from_day: DayRequest | date | str, portfolio_
                 on_progress(done, total)
         if result.run_id is not None:
             await _finish(conn, result, "done")
-            result.settled_undos = await _settle_interrupted(conn, result.run_id)
+            result.settled_undos = await _settle_interrupted(conn, result.run_id, day, ids)
     return result
 
 
-async def _settle_interrupted(conn: asyncpg.Connection, run_id: int) -> list[int]:
+async def _settle_interrupted(conn: asyncpg.Connection, run_id: int, day: date, ids: list[int] | None) -> list[int]:
     """Older undo runs that were killed or failed part-way and that this one
-    completed: marked done (finished_by), no longer UNFINISHED in status. One
-    still running elsewhere, or whose process lives, is left alone."""
+    completed (asked from `day` for `ids`, at least their from date and scope):
+    marked done (finished_by), no longer UNFINISHED in status. One still
+    running elsewhere, or whose process lives, is left alone."""
     rows = await conn.fetch(sql("undo/list_interrupted_undos"), run_id)
-    ended = [r["id"] for r in rows if r["status"] == "failed" or process_gone_here(r["host"], r["pid"])]
+    gone = await processes_gone(conn, [(r["host"], r["pid"]) for r in rows if r["status"] == "running"])
+    ended = [r["id"] for r in rows if r["status"] == "failed" or r["pid"] in gone]
     if not ended:
         return []
-    return [r["id"] for r in await conn.fetch(sql("undo/settle_interrupted_undos"), run_id, ended)]
+    return [r["id"] for r in await conn.fetch(sql("undo/settle_interrupted_undos"), run_id, ended, day, ids)]
 
 
 async def _finish(conn: asyncpg.Connection, result: UndoResult, status: str) -> None:

@@ -228,7 +228,7 @@ def test_lost_connection_fails_only_that_chunk(db: Db) -> None:
     hold_finalize(db.dsn, times=1)
     proc = start_batch(db.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1")
     wait_for(lambda: held_at_finalize(db.dsn) == 1, what="the first chunk in flight")
-    killed = db.all("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pnl'")
+    killed = db.all("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'pnl/%'")
     assert killed and all(ok for (ok,) in killed)
     code, out, err = finish(proc)
     assert code == 1, err

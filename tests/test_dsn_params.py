@@ -43,6 +43,7 @@ def test_connect_timeout_and_options_become_asyncpg_arguments() -> None:
     ("host=h password=Zq7Kx9Pw9Lm options='-x'", "options: only -c name=value"),
     ("postgresql://u:Zq7Kx9Pw9Lm@h/d?options=-c%20novalue", "options: each -c needs name=value"),
     ("host=h password=Zq7Kx9Pw9Lm keepalives=1", "libpq's 'keepalives' is not supported"),
+    ("postgresql://u:Zq7Kx9Pw9Lm@h/d?keepalives=1", "libpq's 'keepalives', which pnl's driver does not"),
     ("host=h password=Zq7Kx Pw9Lm=1", "unknown keyword ("),      # a blank in a password: not named
 ])
 def test_a_parameter_that_cannot_work_is_refused_by_name_without_the_dsn(dsn: str, why: str) -> None:

@@ -251,9 +251,9 @@ def test_a_terminated_heartbeat_and_released_connections_never_crash_the_run(own
     proc = start_batch(fdb.dsn, "--date", DAY.isoformat(), "--chunk-size", "10", "--workers", "1",
                        "--lease", "3s")
     wait_for(lambda: held_at_finalize(fdb.dsn) == 1, what="the first chunk in flight")
-    wait_for(lambda: fdb.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pnl'") >= 2,
+    wait_for(lambda: fdb.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pnl/%'") >= 2,
              timeout=10, what="the heartbeat's own connection")
-    fdb.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pnl'")
+    fdb.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'pnl/%'")
     code, out, err = finish(proc)
     assert "Traceback" not in err, err
     assert code == 1 and out is not None, err
