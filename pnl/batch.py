@@ -1204,6 +1204,12 @@ HOLE_REASON = ("no snapshot on {day}, but its chain goes on after it: a later da
                "from there: pnl batch undo --from {day} --portfolio {pid}, then run again")
 
 
+def holes_may_hide_on(result: RunResult) -> list[date]:
+    """The run's report dates (asked for) that it counts already done for someone."""
+    asked = set(result.report_dates)
+    return [r.day for r in result.dates() if r.day in asked and r.already_done > 0]
+
+
 async def _report_holes(pool: asyncpg.Pool, result: RunResult, filter_ids: list[int] | None) -> None:
     """The dates the operator asked for (a backfill's price dates, `--date D`: the run's
     report dates) that a selected chain skips (sql/batch/find_chain_holes.sql) are
@@ -1215,8 +1221,7 @@ async def _report_holes(pool: asyncpg.Pool, result: RunResult, filter_ids: list[
     has not reached every portfolio."""
     if result.error is not None:
         return
-    asked = set(result.report_dates)
-    days = [r.day for r in result.dates() if r.day in asked and r.already_done > 0]
+    days = holes_may_hide_on(result)
     if not days:
         return
     async with pool.acquire() as conn, planned_transaction(conn):   # probes by index, whatever the statistics

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
+import pytest
+
 from tests.conftest import Db, run_cli
 from tests.data import random_book
 
@@ -123,3 +125,39 @@ def test_a_stray_weekend_close_and_a_hand_deleted_middle_snapshot_are_holes(db: 
     run_cli("repair", "--all-broken", "--yes", dsn=db.dsn)
     [check] = holes(db)
     assert check["examples"][0]["missing_date"] == CALENDAR[2].isoformat()
+
+
+def test_the_hole_check_runs_only_for_dates_asked_for_before_the_latest_price_date(
+        db: Db, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daily run must not pay for it, also while one portfolio catches up: only a
+    backfill's dates or an older --date are looked at (verify names holes anywhere)."""
+    from pnl import batch
+    from tests.conftest import run_in_process
+
+    random_book(db.conn, 6, CALENDAR, seed=73)
+    cli(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[-1].isoformat())
+    pid = db.scalar("SELECT min(id) FROM portfolios")
+    cli(db, "batch", "undo", "--from", CALENDAR[2].isoformat(), "--portfolio", str(pid), "--yes")
+    asked: list[list[date]] = []
+    real = batch.holes_may_hide_on
+
+    def recorded(result: batch.RunResult) -> list[date]:
+        asked.append(real(result))
+        return asked[-1]
+
+    monkeypatch.setattr(batch, "holes_may_hide_on", recorded)
+
+    def run_here(*args: str) -> dict:
+        res = run_in_process(capsys, monkeypatch, (*args, "--json"), {"DATABASE_URL": db.dsn})
+        assert res.code == 0, res.err
+        return json.loads(res.out)
+
+    # the daily run of the latest date, one portfolio catching up 3 dates: only the date asked
+    # for (the latest price date: the statement's gate reads no snapshot), not the catch-up's
+    out = run_here("batch", "run", "--date", CALENDAR[-1].isoformat())
+    assert (out["processed"], out["already_done"]) == (3, 5 + 5 * 2), out
+    assert asked == [[CALENDAR[-1]]]
+    # a backfill of dates all done: each date asked for
+    out = run_here("batch", "backfill", "--from", CALENDAR[1].isoformat(), "--to", CALENDAR[3].isoformat())
+    assert out["run"]["status"] == "succeeded"
+    assert asked[1:] == [CALENDAR[1:4]]
