@@ -459,6 +459,10 @@ def status_cmd(ctx: Context, runs: int, with_checks: bool, as_json: bool) -> Non
     click.echo("recent runs" + ("" if st.runs else "  none"))
     for r in st.runs:
         flag = " STALE (no heartbeat: process gone?)" if r["stale"] else ""
+        if r["status"] in ("running", "abandoned"):
+            # recorded with the heartbeat (at most once a second, after a chunk): a run that died
+            # wrote what its last record says, or more
+            flag += " (counts as of its last heartbeat)"
         since = f" (from {r['from_date']})" if r["from_date"] and r["from_date"] != r["run_date"] else ""
         click.echo(
             f"  #{r['id']:<5} {r['run_date']}  {r['status']:<11} processed {r['processed']}, "

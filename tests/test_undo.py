@@ -257,6 +257,9 @@ def test_undo_does_not_wait_out_the_lease_of_a_run_killed_on_this_host(db: Db) -
     victim.wait()
     wait_for(lambda: held_at_finalize(db.dsn) == 0, what="the server to end the dead client's statement")
     assert (incomplete(db), db.scalar("SELECT status FROM batch_runs WHERE id = %s", run_id)) == (20, "running")
+    # status does not pass a dead run's counts off as final
+    line = [x for x in run_cli("status", "--no-verify", dsn=db.dsn).out.splitlines() if f"#{run_id} " in x]
+    assert len(line) == 1 and "running" in line[0] and "(counts as of its last heartbeat)" in line[0], line
     # dead, but recorded on another host: this host cannot tell, still refused
     db.execute("UPDATE batch_runs SET host = 'another-host' WHERE id = %s", run_id)
     res = undo(db, "--from", first.isoformat(), "--yes")
