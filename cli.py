@@ -187,18 +187,37 @@ class Refused(PnlError):
     """The user did not confirm (or could not: no terminal); nothing was changed."""
 
 
-class Terminated(Exception):
-    """SIGTERM to a command other than a batch run (which stops gracefully: Stopper)."""
+class Terminated(BaseException):
+    """SIGTERM to a command other than a batch run (which stops gracefully: Stopper).
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way
+    (a driver's, a library's) takes it for an error of its own."""
 
 
 def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _terminated(exc: BaseException) -> bool:
+    """SIGTERM raised inside a driver (psycopg, yoyo) comes back wrapped in the
+    error it caused (a failed connect, a protocol left mid-query): look at the
+    chain of causes too."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, Terminated):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def fail(exc: BaseException) -> tuple[str, int]:
     """THE error mapping: (message, exit code) for any error that ends a command.
     main() passes every message through pnl.db.scrub (the one place credentials
     are removed) before it is shown."""
+    if _terminated(exc):
+        return ("stopped by SIGTERM; nothing more was done (a statement in flight was rolled back; an undo or "
+                "dedupe keeps the chunks it committed: `pnl status`)"), 128 + signal.SIGTERM
     if isinstance(exc, click.UsageError):          # includes BadParameter, NoSuchOption, MissingParameter
         where = exc.ctx.command_path if exc.ctx else "pnl"
         return f"{exc.format_message()} (see `{where} --help`)", exc.exit_code
@@ -216,9 +235,6 @@ def fail(exc: BaseException) -> tuple[str, int]:
         return (exc.strerror or first_line(exc)) + (f": {exc.filename}" if exc.filename else ""), 1
     if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
         return "aborted; nothing more was done", 130
-    if isinstance(exc, Terminated):
-        return ("stopped by SIGTERM; nothing more was done (a statement in flight was rolled back; an undo or "
-                "dedupe keeps the chunks it committed: `pnl status`)"), 128 + signal.SIGTERM
     return f"unexpected {type(exc).__name__}: {first_line(exc)} (a bug in pnl: please report it)", 1
 
 
@@ -1314,7 +1330,7 @@ def main(args: list[str] | None = None) -> None:
         cli.main(argv, prog_name="pnl", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except (Exception, click.exceptions.Abort, KeyboardInterrupt) as exc:
+    except (Exception, click.exceptions.Abort, KeyboardInterrupt, Terminated) as exc:
         message, code = fail(exc)
         message = scrub(message, *dsns, secrets=secrets)
         if _wants_json(argv):

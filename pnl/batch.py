@@ -1201,7 +1201,8 @@ async def _sleep(seconds: float, stop: asyncio.Event | None) -> None:
 
 HOLE_REASON = ("no snapshot on {day}, but its chain goes on after it: a later date was computed across {day} "
                "(its closes arrived late, or the snapshot was deleted), and runs only extend chains; rebuild "
-               "from there: pnl batch undo --from {day} --portfolio {pid}, then run again")
+               "from there: pnl batch undo --from {day} --portfolio {pid}, then run again (a stray close that "
+               "made {day} a price date: delete it from market_prices instead)")
 
 
 def holes_may_hide_on(result: RunResult) -> list[date]:

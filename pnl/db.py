@@ -74,6 +74,7 @@ LIBPQ_UNSUPPORTED = frozenset({
     "channel_binding", "requirepeer", "require_auth", "sslcompression", "sslsni", "sslcertmode",
     "gssdelegation", "load_balance_hosts", "requiressl",
 })
+SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 _LIBPQ_ONLY = ("connect_timeout", "options")
 _DSN_HELP = ("percent-encode @ / ? # % in the user name and password (%40 %2F %3F %23 %25), or keep the "
@@ -158,8 +159,11 @@ def _param_problem(key: str, value: str) -> str | None:
         return "connect_timeout is not a whole number of seconds"
     if key == "sslmode" and value not in SSLMODES:
         return f"sslmode must be one of {', '.join(SSLMODES)}"
-    if key == "port" and not all(p.strip().isascii() and p.strip().isdigit() for p in value.split(",")):
-        return "a port is not a number"
+    if key == "port" and not all(p.strip().isascii() and p.strip().isdigit() and 0 < int(p) < 65536
+                                 for p in value.split(",")):
+        return "a port is not a number from 1 to 65535"
+    if key == "target_session_attrs" and value not in SESSION_ATTRS:
+        return f"target_session_attrs must be one of {', '.join(SESSION_ATTRS)}"
     if key == "options":
         try:
             libpq_options(value)

@@ -134,7 +134,7 @@ def _claims_message(claims: list[LiveClaims], day: date) -> str:
     return (f"refused: runs are computing dates on or after {day} (running, or holding unfinished claims on "
             f"these portfolios): {runs}{more}; undo would remove dates under them. Let them finish (or, for "
             "a run on another host that died, wait for its lease to end: a dead run on this host is noticed "
-            "and needs no waiting), then undo again")
+            "once the server has ended its sessions), then undo again")
 
 
 async def _live_claims(conn: asyncpg.Connection, day: date, ids: list[int] | None,
@@ -243,6 +243,20 @@ async def _finish(conn: asyncpg.Connection, result: UndoResult, status: str) -> 
     await conn.execute(sql("rescue/finish_rescue_run"), result.run_id, status, json.dumps(summary))
 
 
+MAX_SCOPE_SHOWN = 10
+
+
+def _scope_args(summary: object, refilled: list[asyncpg.Record]) -> str:
+    """The --portfolio options that undo the refilled dates of only the portfolios the
+    undo run was for: none when it was for every portfolio (or its scope was not recorded)."""
+    scope = (json.loads(summary) if isinstance(summary, str) else summary or {}).get("scope")
+    if not scope:
+        return ""
+    pids = sorted({int(r["portfolio_id"]) for r in refilled})
+    shown = " ".join(f"--portfolio {p}" for p in pids[:MAX_SCOPE_SHOWN])
+    return f" {shown}" + (f" ... ({len(pids)} portfolios in all)" if len(pids) > MAX_SCOPE_SHOWN else "")
+
+
 async def restore(pool: asyncpg.Pool, run_id: int) -> RestoreResult:
     """Put back every snapshot undo run `run_id` removed, and the equity it
     changed; refuses if a newer undo of the same portfolios is not restored
@@ -271,10 +285,11 @@ async def restore(pool: asyncpg.Pool, run_id: int) -> RestoreResult:
                 first = refilled[0]
                 what = "a snapshot" if first["is_complete"] else "a claim"
                 raise PnlError(
-                    f"refused: {len(refilled)} slot(s) undo run #{run_id} removed were filled again (e.g. portfolio "
-                    f"{first['portfolio_id']} on {first['snapshot_date']} has {what}); restoring would overwrite "
-                    f"them. Undo those dates first (pnl batch undo --from {min(r['snapshot_date'] for r in refilled)}"
-                    "), then restore; nothing was changed")
+                    f"refused: {len(refilled)} slot(s) of the portfolios undo run #{run_id} changed were filled "
+                    f"again since (e.g. portfolio {first['portfolio_id']} on {first['snapshot_date']} has {what}); "
+                    f"restoring would overwrite them. Undo those dates first (pnl batch undo --from "
+                    f"{min(r['snapshot_date'] for r in refilled)}{_scope_args(run['summary'], refilled)}), then "
+                    "restore; nothing was changed")
             row = await conn.fetchrow(sql("undo/restore_snapshots"), run_id)
             await conn.execute(sql("rescue/finish_rescue_run"), run_id, "restored",
                                json.dumps({"restored": row["restored"]}))

@@ -161,3 +161,24 @@ def test_the_hole_check_runs_only_for_dates_asked_for_before_the_latest_price_da
     out = run_here("batch", "backfill", "--from", CALENDAR[1].isoformat(), "--to", CALENDAR[3].isoformat())
     assert out["run"]["status"] == "succeeded"
     assert asked[1:] == [CALENDAR[1:4]]
+
+
+def test_restoring_an_undo_of_a_hole_never_restores_across_a_date_run_since(db: Db) -> None:
+    """The undo from a hole removes the dates after it (the hole itself has no row);
+    the re-run fills the hole too. The refilled check looked only at the removed
+    dates, so the advised undo (from the first removed date) left the re-run's hole
+    date in place and the restore put the old rows, computed across the hole, on top
+    of it: a broken chain. The check now starts at the undo's own from date."""
+    ids, late = late_feed(db, 6, seed=74)
+    before = db.all(ROWS)
+    first = cli(db, "batch", "undo", "--from", late.isoformat(), "--yes")
+    assert first["removed"] == 6 * 2                       # the two dates after the hole
+    cli(db, "batch", "run", "--date", CALENDAR[-1].isoformat())
+    res = run_cli("batch", "undo", "--restore", str(first["run_id"]), "--yes", dsn=db.dsn)
+    assert res.code == 1 and f"--from {late.isoformat()}" in res.err, res.err
+    cli(db, "batch", "undo", "--from", late.isoformat(), "--yes")
+    res = run_cli("batch", "undo", "--restore", str(first["run_id"]), "--yes", dsn=db.dsn)
+    assert res.code == 0, res.err
+    assert db.all(ROWS) == before                          # exactly the book before the first undo
+    [check] = holes(db)                                    # with its hole, named as before
+    assert check["rows"] == 6

@@ -37,6 +37,9 @@ def test_connect_timeout_and_options_become_asyncpg_arguments() -> None:
 
 @pytest.mark.parametrize(("dsn", "why"), [
     ("host=h password=Zq7Kx9Pw9Lm port=notaport dbname=d", "a port is not a number"),
+    ("host=h password=Zq7Kx9Pw9Lm port=99999 dbname=d", "a port is not a number from 1 to 65535"),
+    ("postgresql://u:Zq7Kx9Pw9Lm@h/d?target_session_attrs=bogus", "target_session_attrs must be one of"),
+    ("host=h password=Zq7Kx9Pw9Lm target_session_attrs=bogus", "target_session_attrs must be one of"),
     ("host=h password=Zq7Kx9Pw9Lm sslmode=bogus", "sslmode must be one of"),
     ("postgresql://u:Zq7Kx9Pw9Lm@h/d?sslmode=bogus", "sslmode must be one of"),
     ("postgresql://u:Zq7Kx9Pw9Lm@h/d?connect_timeout=soon", "connect_timeout is not a whole number"),

@@ -208,15 +208,18 @@ def test_undo_runs_are_restored_newest_first_and_leave_the_chain_end_right(db: D
 
 
 def test_restore_never_vouches_for_a_date_before_the_chain_end(db: Db) -> None:
-    """Defence in depth in restore_snapshots.sql: if a later complete snapshot exists anyway (written
-    outside pnl here), the restored equity is not taken for the chain end's."""
+    """A later complete snapshot written outside pnl after an undo: restore refuses (its
+    refilled check covers every date from the undo's on, not only the removed ones), so
+    the restored rows never sit under it; and restore_snapshots.sql would not take the
+    restored equity for the chain end's anyway (defence in depth)."""
     random_book(db.conn, 2, CALENDAR, seed=8)
     run(db, "batch", "backfill", "--from", CALENDAR[0].isoformat(), "--to", CALENDAR[3].isoformat())
     undo = run(db, "batch", "undo", "--from", CALENDAR[3].isoformat(), "--yes")
     db.execute("INSERT INTO portfolio_snapshots (portfolio_id, snapshot_date, is_complete, net_asset_value)"
                " SELECT id, %s, true, 1 FROM portfolios", CALENDAR[5])
-    run(db, "batch", "undo", "--restore", str(undo["run_id"]), "--yes")
-    assert {r[1] for r in chain_ends(db)} == {None}
+    res = run_cli("batch", "undo", "--restore", str(undo["run_id"]), "--yes", dsn=db.dsn)
+    assert res.code == 1 and "filled again" in res.err and f"--from {CALENDAR[5]}" in res.err, res.err
+    assert db.scalar("SELECT count(*) FROM portfolio_snapshots WHERE snapshot_date = %s", CALENDAR[3]) == 0
 
 
 def test_a_writer_that_does_not_know_equity_as_of_cannot_leave_it_stale(db: Db) -> None:

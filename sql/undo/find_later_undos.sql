@@ -1,5 +1,6 @@
 -- find_later_undos: undo runs newer than $1 that removed snapshots of the same
--- portfolios dated before the first date $1 removed of that portfolio, and are
+-- portfolios dated before $1's from date (as recorded; else the first date $1
+-- removed of that portfolio), and are
 -- not restored yet. `--restore` refuses while any exist: such undo runs are
 -- restored in reverse order (last undone, first restored). Restoring an older
 -- undo first would put its later dates back while the newer undo's earlier
@@ -19,7 +20,10 @@ SELECT later.rescue_run_id, count(DISTINCT later.portfolio_id) AS portfolios,
   FROM snapshot_undo_audit AS later
  WHERE later.rescue_run_id > $1::bigint
    AND later.restored_at IS NULL
-   AND later.snapshot_date < (SELECT min(a.snapshot_date) FROM snapshot_undo_audit AS a
+   AND later.snapshot_date < (SELECT LEAST(min(a.snapshot_date),
+                                           (SELECT (r.summary->>'from')::date FROM rescue_runs AS r
+                                             WHERE r.id = $1::bigint))
+                                FROM snapshot_undo_audit AS a
                                WHERE a.rescue_run_id = $1::bigint AND a.restored_at IS NULL
                                  AND a.portfolio_id = later.portfolio_id)
  GROUP BY later.rescue_run_id

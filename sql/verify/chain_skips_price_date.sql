@@ -10,9 +10,13 @@
 -- A row means: the portfolio has no snapshot on missing_dates (the first is
 -- missing_date), and its snapshot on snapshot_date was computed from the one
 -- on previous_date, across them.
--- What to do: rebuild the chain from the first missing date, for that portfolio
--- (or for all the rows' portfolios at once: without --portfolio):
---   pnl batch undo --from <missing_date> --portfolio <portfolio_id> --dry-run, then --yes,
+-- What to do: if missing_date should not be a price date at all (a stray close
+-- on a weekend or holiday), delete that close from market_prices: the hole is
+-- gone. Otherwise rebuild the chain from the first missing date, naming the
+-- rows' portfolios (one --portfolio each; never the whole book: an undo without
+-- --portfolio also removes the history of portfolios whose chains start after
+-- that date, and a run does not compute dates before a chain's start):
+--   pnl batch undo --from <missing_date> --portfolio <portfolio_id> ... --dry-run, then --yes,
 --   then pnl batch run --date latest (it computes every price date from there).
 -- Bounded by the setting pnl.verify_since like broken_equity_chain (see its
 -- header): only snapshots on or after it are checked, each against its previous
