@@ -76,7 +76,6 @@ LIBPQ_UNSUPPORTED = frozenset({
 })
 SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-_LIBPQ_ONLY = ("connect_timeout", "options")
 _DSN_HELP = ("percent-encode @ / ? # % in the user name and password (%40 %2F %3F %23 %25), or keep the "
              "password out of the DSN: a PGPASSFILE (~/.pgpass) line or PGPASSWORD")
 
@@ -211,14 +210,11 @@ def asyncpg_connect_args(dsn: str) -> tuple[str, float | None, dict[str, str]]:
     server as settings, and what they mean for it: (url, connect timeout in seconds
     (None: no limit), server settings from `options`). libpq's rules: connect_timeout
     is whole seconds, at least 2, and 0 or less means no limit; absent, pnl's default."""
-    head, sep, query = dsn.partition("?")
-    if not sep:
-        return dsn, CONNECT_TIMEOUT_S, {}
+    head = dsn.partition("?")[0]
     timeout: float | None = CONNECT_TIMEOUT_S
     settings: dict[str, str] = {}
     kept = []
-    for field in query.split("&"):
-        raw_key, _, raw_value = field.partition("=")
+    for raw_key, raw_value in _query_fields(dsn):    # check_dsn refused a field without '='
         key, value = unquote(raw_key).strip(), unquote(raw_value)
         if key == "connect_timeout":
             seconds = int(value)
@@ -226,7 +222,7 @@ def asyncpg_connect_args(dsn: str) -> tuple[str, float | None, dict[str, str]]:
         elif key == "options":
             settings.update(libpq_options(value))
         else:
-            kept.append(field)
+            kept.append(f"{raw_key}={raw_value}")
     return head + ("?" + "&".join(kept) if kept else ""), timeout, settings
 
 

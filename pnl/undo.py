@@ -156,7 +156,7 @@ async def _settle_dead_runs(conn: asyncpg.Connection, day: date, ids: list[int] 
     result.dead_runs = dead
     if not result.dry_run:
         await conn.fetch(sql("runs/abandon_dead_runs"), dead, socket.gethostname())
-    return await _live_claims(conn, day, ids, ignore=frozenset(dead))
+    return [c for c in claims if c.run_id not in dead]     # each chunk looks again, under its locks
 
 
 async def _undo_chunk(conn: asyncpg.Connection, run_id: int | None, ids: list[int], day: date,
